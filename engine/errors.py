@@ -1,0 +1,41 @@
+"""Typed engine errors. Each carries a machine-readable ``code`` that front ends map to their protocol."""
+
+from __future__ import annotations
+
+
+class EngineError(Exception):
+    """Base class for every error the engine raises on purpose."""
+
+    code = "internal"
+
+
+class ModelLoadError(EngineError):
+    """A checkpoint, vocab or vocoder could not be found, fetched or loaded."""
+
+    code = "model_load"
+
+
+class InvalidTextError(EngineError):
+    """The text to synthesise is empty or has nothing the model's vocabulary can speak."""
+
+    code = "bad_request"
+
+
+class TextTooLongError(InvalidTextError):
+    code = "text_too_long"
+
+
+class InvalidAudioError(EngineError):
+    """Reference audio that cannot be decoded, is silent, too short, or otherwise unusable."""
+
+    code = "bad_audio"
+
+
+class UnknownVoiceError(EngineError):
+    code = "unknown_voice"
+
+
+class InvalidParameterError(EngineError):
+    """A synthesis parameter (speed, nfe_steps, cfg, ...) is out of range."""
+
+    code = "bad_request"

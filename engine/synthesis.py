@@ -1,0 +1,226 @@
+"""The engine: load and warm a model, prepare voices, and synthesise batches of text chunks."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+from f5_tts.model.utils import convert_char_to_pinyin
+from torch import nn
+
+from engine import loader, text
+from engine.attention import enable_padding_mask
+from engine.errors import InvalidParameterError, InvalidTextError
+from engine.models import TINY, ModelSpec, model_spec
+from engine.sampler import SampleRequest, SampleSettings, sample, total_frames
+from engine.tiny import ensure_tiny_model
+from engine.vocoder import decode_batch
+from engine.voices import SAMPLE_RATE, TARGET_RMS, Voice, default_voice, prepare_voice
+
+log = logging.getLogger(__name__)
+
+SPEED_RANGE = (0.25, 4.0)
+NFE_RANGE = (1, 128)
+CFG_RANGE = (0.0, 10.0)
+SWAY_RANGE = (-2.0, 2.0)
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    model: str = "F5TTS_v1_Base"
+    ckpt_file: str = ""
+    """Local .safetensors/.pt, ``hf://owner/repo/path``, or empty for the model's released checkpoint."""
+    vocab_file: str = ""
+    vocoder_path: str = ""
+    """Local Vocos dir (config.yaml + pytorch_model.bin), or empty for the hub."""
+    device: str = "auto"
+    dtype: str = "auto"
+    attention_mask: bool = True
+    """Mask padding in attention. Off only to demonstrate why it is on (batch invariance)."""
+    tiny_cache_dir: Path | None = None
+
+
+@dataclass(frozen=True)
+class SynthesisItem:
+    """One text chunk to voice. Items with equal ``batch_key`` can share a model pass."""
+
+    text: str
+    voice: Voice
+    speed: float = 1.0
+    nfe_steps: int = 32
+    cfg_strength: float = 2.0
+    sway_sampling_coef: float = -1.0
+    seed: int | None = None
+
+    @property
+    def batch_key(self) -> tuple[int, float, float]:
+        return (self.nfe_steps, self.cfg_strength, self.sway_sampling_coef)
+
+
+@lru_cache(maxsize=4096)
+def _tokens(ref_text: str, gen_text: str) -> tuple[str, ...]:
+    return tuple(convert_char_to_pinyin([ref_text + gen_text])[0])
+
+
+def _check_range(name: str, value: float, bounds: tuple[float, float]) -> None:
+    if not bounds[0] <= value <= bounds[1]:
+        raise InvalidParameterError(f"{name} must be between {bounds[0]} and {bounds[1]}, got {value}")
+
+
+class Engine:
+    """F5-TTS + Vocos on one device. ``synthesize`` is blocking and not re-entrant: call it from one
+    thread at a time (the batcher's worker)."""
+
+    def __init__(self, cfm: nn.Module, vocoder: nn.Module, spec: ModelSpec, *, load_seconds: float = 0.0) -> None:
+        self.cfm = cfm
+        self.vocoder = vocoder
+        self.spec = spec
+        self.device: torch.device = next(cfm.parameters()).device
+        self.dtype: torch.dtype = next(cfm.parameters()).dtype
+        self.vocab: dict[str, int] = cfm.vocab_char_map
+        self.hop = spec.mel.hop_length
+        self.sample_rate = SAMPLE_RATE
+        self.load_seconds = load_seconds
+        self.warmup_seconds = 0.0
+
+    @classmethod
+    def load(cls, config: EngineConfig) -> Engine:
+        started = time.perf_counter()
+        spec = model_spec(config.model)
+        device = loader.resolve_device(config.device)
+        dtype = loader.resolve_dtype(config.dtype, device)
+        ckpt_file, vocab_file, vocoder_path = config.ckpt_file, config.vocab_file, config.vocoder_path
+        if spec.name == TINY:
+            tiny = ensure_tiny_model(config.tiny_cache_dir)
+            ckpt_file = ckpt_file or str(tiny.ckpt)
+            vocab_file = vocab_file or str(tiny.vocab)
+            vocoder_path = vocoder_path or str(tiny.vocoder_dir)
+        cfm = loader.load_f5(spec, loader.resolve_checkpoint(spec, ckpt_file), vocab_file, device, dtype)
+        if config.attention_mask:
+            enable_padding_mask(cfm.transformer)
+        vocoder = loader.load_vocos(vocoder_path, device)
+        return cls(cfm, vocoder, spec, load_seconds=time.perf_counter() - started)
+
+    # -- voices ---------------------------------------------------------------------------------------
+
+    def prepare_voice(self, voice_id: str, audio: bytes, transcript: str) -> Voice:
+        """Decode and normalise a reference and cache its conditioning mel on the model device."""
+        return self.attach(prepare_voice(voice_id, audio, transcript))
+
+    def default_voice(self) -> Voice:
+        return self.attach(default_voice())
+
+    @torch.inference_mode()
+    def attach(self, voice: Voice) -> Voice:
+        mel = self.cfm.mel_spec(voice.audio.to(self.device))  # (1, n_mels, frames), fp32
+        return dataclasses.replace(voice, mel=mel[0].transpose(0, 1).contiguous())
+
+    # -- planning -------------------------------------------------------------------------------------
+
+    def validate(self, item: SynthesisItem) -> None:
+        """Raise a typed error for an item the model cannot voice."""
+        if not item.text.strip():
+            raise InvalidTextError("text is empty")
+        gen_tokens = convert_char_to_pinyin([item.text])[0]
+        if not any(ch.isalnum() for tok in gen_tokens if tok in self.vocab for ch in tok):
+            raise InvalidTextError("text has no character this model can speak")
+        _check_range("speed", item.speed, SPEED_RANGE)
+        _check_range("nfe_steps", item.nfe_steps, NFE_RANGE)
+        _check_range("cfg_strength", item.cfg_strength, CFG_RANGE)
+        _check_range("sway_sampling_coef", item.sway_sampling_coef, SWAY_RANGE)
+        if item.voice.mel is None:
+            raise InvalidParameterError(f"voice {item.voice.id!r} was not prepared by this engine")
+
+    def duration(self, item: SynthesisItem) -> int:
+        """Total frames (reference + generated) as upstream estimates them, incl. its short-text rule."""
+        voice = item.voice
+        ref_frames = voice.ref_frames
+        gen_bytes = text.nbytes(item.text)
+        speed = 0.3 if gen_bytes < 10 else item.speed  # upstream: very short texts are spoken slowly
+        estimate = ref_frames + int(ref_frames / text.nbytes(voice.ref_text) * gen_bytes / speed)
+        cond_frames = voice.mel.shape[0] if voice.mel is not None else ref_frames + 1
+        return total_frames(cond_frames, len(_tokens(voice.ref_text, item.text)), estimate)
+
+    def cost(self, item: SynthesisItem) -> int:
+        """Padded cost of an item for the batcher: its total frame count."""
+        return self.duration(item)
+
+    def chunk(self, value: str, voice: Voice, speed: float = 1.0) -> list[str]:
+        limit = text.max_chunk_bytes(voice.ref_text, voice.seconds, speed)
+        return text.chunk_text(value, limit)
+
+    # -- synthesis ------------------------------------------------------------------------------------
+
+    def synthesize(self, items: Sequence[SynthesisItem]) -> list[np.ndarray]:
+        """Float32 waveforms (24 kHz mono), one per item in order. Items with different ``batch_key``
+        run as separate passes; items that share one run as one padded model pass and one vocoder pass."""
+        outputs: list[np.ndarray | None] = [None] * len(items)
+        groups: dict[tuple[int, float, float], list[int]] = {}
+        for index, item in enumerate(items):
+            self.validate(item)
+            groups.setdefault(item.batch_key, []).append(index)
+        for indices in groups.values():
+            for index, wave in zip(indices, self._run([items[i] for i in indices]), strict=True):
+                outputs[index] = wave
+        return [w for w in outputs if w is not None]
+
+    @torch.inference_mode()
+    def _run(self, items: list[SynthesisItem]) -> list[np.ndarray]:
+        first = items[0]
+        settings = SampleSettings(first.nfe_steps, first.cfg_strength, first.sway_sampling_coef)
+        requests = [
+            SampleRequest(
+                cond=item.voice.mel,  # type: ignore[arg-type]  # validate() checked it is set
+                tokens=list(_tokens(item.voice.ref_text, item.text)),
+                duration=self.duration(item),
+                seed=item.seed if item.seed is not None else random.randrange(2**31),
+            )
+            for item in items
+        ]
+        mel, durations = sample(self.cfm, requests, settings)
+        starts = [item.voice.ref_frames for item in items]
+        lengths = [d - s for d, s in zip(durations, starts, strict=True)]
+        gen = torch.zeros(len(items), max(lengths), mel.shape[-1], device=mel.device, dtype=torch.float32)
+        for i, (start, length) in enumerate(zip(starts, lengths, strict=True)):
+            gen[i, :length] = mel[i, start : start + length].float()
+        waves = decode_batch(self.vocoder, gen.transpose(1, 2), torch.tensor(lengths, device=mel.device))
+        return [self._restore_loudness(w, item.voice) for w, item in zip(waves, items, strict=True)]
+
+    @staticmethod
+    def _restore_loudness(wave: torch.Tensor, voice: Voice) -> np.ndarray:
+        if voice.rms < TARGET_RMS:  # quiet references were boosted to TARGET_RMS; undo it on the output
+            wave = wave * voice.rms / TARGET_RMS
+        return wave.float().cpu().numpy().astype(np.float32, copy=False)
+
+    # -- warm-up --------------------------------------------------------------------------------------
+
+    def warmup(self, batch_sizes: Sequence[int], nfe_steps: int = 32) -> float:
+        """Run real inference once per batch size so kernels, allocator pools and tokenizers are hot
+        before the first request. Returns the seconds spent."""
+        started = time.perf_counter()
+        voice = self.default_voice()
+        for size in batch_sizes:
+            items = [SynthesisItem(text="Warming up the model.", voice=voice, nfe_steps=nfe_steps, seed=i)
+                     for i in range(size)]
+            self.synthesize(items)
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+        self.warmup_seconds = time.perf_counter() - started
+        return self.warmup_seconds
+
+
+def warmup_batch_sizes(max_batch_size: int) -> list[int]:
+    """Powers of two up to the largest batch, and the largest batch itself."""
+    sizes, size = [], 1
+    while size < max_batch_size:
+        sizes.append(size)
+        size *= 2
+    return [*sizes, max_batch_size]
