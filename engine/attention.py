@@ -13,8 +13,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from f5_tts.model.modules import AttnProcessor
-from x_transformers.x_transformers import apply_rotary_pos_emb
 from torch import nn
+from x_transformers.x_transformers import apply_rotary_pos_emb
 
 
 class MaskedAttnProcessor(AttnProcessor):
@@ -26,7 +26,7 @@ class MaskedAttnProcessor(AttnProcessor):
         self.attn_backend = "torch"
         self.attn_mask_enabled = True
 
-    def __call__(  # type: ignore[override]
+    def __call__(
         self, attn: Any, x: torch.Tensor, mask: torch.Tensor | None = None, rope: Any = None
     ) -> torch.Tensor:
         batch_size = x.shape[0]

@@ -123,7 +123,7 @@ def load_weights(module: nn.Module, state: dict[str, torch.Tensor], source: Path
     module.load_state_dict(state, strict=True)
 
 
-def build_cfm(spec: ModelSpec, vocab: dict[str, int], vocab_size: int) -> nn.Module:
+def build_cfm(spec: ModelSpec, vocab: dict[str, int], vocab_size: int) -> Any:
     """The upstream CFM around a DiT/UNetT of ``spec``'s shape, with fresh (untrained) weights."""
     from f5_tts.model import CFM, DiT, UNetT
 
@@ -147,14 +147,14 @@ def build_cfm(spec: ModelSpec, vocab: dict[str, int], vocab_size: int) -> nn.Mod
 
 
 def load_f5(spec: ModelSpec, ckpt: Path, vocab_file: str, device: torch.device,
-            dtype: torch.dtype) -> nn.Module:
+            dtype: torch.dtype) -> Any:
     vocab, vocab_size = load_vocab(vocab_file)
     model = build_cfm(spec, vocab, vocab_size)
     load_weights(model, read_state_dict(ckpt), ckpt, "checkpoint")
     return model.to(device=device, dtype=dtype).eval()
 
 
-def load_vocos(vocoder_path: str, device: torch.device) -> nn.Module:
+def load_vocos(vocoder_path: str, device: torch.device) -> Any:
     """Vocos from a local dir (``config.yaml`` + ``pytorch_model.bin``) or the hub; kept in fp32."""
     from vocos import Vocos
 

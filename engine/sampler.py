@@ -8,11 +8,11 @@ global RNG identically for all items), and a batch of one reproduces upstream bi
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from f5_tts.model.utils import get_epss_timesteps, lens_to_mask, list_str_to_idx
-from torch import nn
 from torch.nn.utils.rnn import pad_sequence
 from torchdiffeq import odeint
 
@@ -54,7 +54,7 @@ def _noise(durations: list[int], seeds: list[int], channels: int, device: torch.
 
 
 @torch.inference_mode()
-def sample(cfm: nn.Module, requests: list[SampleRequest], settings: SampleSettings) -> tuple[torch.Tensor, list[int]]:
+def sample(cfm: Any, requests: list[SampleRequest], settings: SampleSettings) -> tuple[torch.Tensor, list[int]]:
     """Returns the sampled mel (B, T, n_mels) with the reference frames restored, and each item's length."""
     param = next(cfm.parameters())
     device, dtype = param.device, param.dtype

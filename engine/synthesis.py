@@ -10,11 +10,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from f5_tts.model.utils import convert_char_to_pinyin
-from torch import nn
 
 from engine import loader, text
 from engine.attention import enable_padding_mask
@@ -79,7 +79,7 @@ class Engine:
     """F5-TTS + Vocos on one device. ``synthesize`` is blocking and not re-entrant: call it from one
     thread at a time (the batcher's worker)."""
 
-    def __init__(self, cfm: nn.Module, vocoder: nn.Module, spec: ModelSpec, *, load_seconds: float = 0.0) -> None:
+    def __init__(self, cfm: Any, vocoder: Any, spec: ModelSpec, *, load_seconds: float = 0.0) -> None:
         self.cfm = cfm
         self.vocoder = vocoder
         self.spec = spec

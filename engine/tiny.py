@@ -8,6 +8,7 @@ through the production loader, so every code path but the numbers is the real on
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import shutil
@@ -15,6 +16,7 @@ import tempfile
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
+from typing import Any
 
 import torch
 import yaml
@@ -24,7 +26,7 @@ from engine.loader import build_cfm, load_vocab
 from engine.models import TINY, model_spec
 
 TINY_SEED = 1234
-FORMAT_VERSION = "2"  # bump when the tiny architecture or randomisation changes
+FORMAT_VERSION = "6"  # bump when the tiny architecture or randomisation changes
 
 VOCOS_TINY_CONFIG = {
     "feature_extractor": {
@@ -64,9 +66,29 @@ def randomize_(module: nn.Module, generator: torch.Generator) -> None:
             std = 1.0 / math.sqrt(max(fan_in, 1))
             if param.ndim < 2:
                 std = 0.1
-            param.copy_(torch.randn(param.shape, generator=generator) * std)
+            if "embed" in name and name.endswith("embed.weight"):  # lookup tables: unit scale, as torch inits
+                std = 1.0
+            value = torch.randn(param.shape, generator=generator) * std
+            if param.ndim == 1 and "norm" in name and name.endswith("weight"):
+                value += 1.0  # norm gains around one, or every normalised signal is damped ~10x
+            param.copy_(value)
             if name.endswith("gamma"):  # ConvNeXt layer scale: keep residual branches small, as trained
                 param.mul_(0.1)
+
+
+def balance_dit_(cfm: Any) -> None:
+    """Make the random DiT listen to all of its inputs. Its input projection sees noise (unit scale),
+    the reference log-mel (magnitude ~5) and the text embedding (~0.5) side by side; equal random
+    weights would let the reference drown the text, and tests that text changes audio would fail for
+    a reason no trained model has. Scale the weight columns so each input group contributes alike, and
+    give the predicted flow the several-unit magnitude a trained model's has."""
+    transformer = cfm.transformer
+    mel_dim = transformer.proj_out.out_features
+    with torch.no_grad():
+        weight = transformer.input_embed.proj.weight
+        weight[:, mel_dim : 2 * mel_dim].mul_(0.25)
+        weight[:, 2 * mel_dim :].mul_(4.0)
+        transformer.proj_out.weight.mul_(3.0)
 
 
 def ensure_tiny_model(cache_dir: Path | None = None) -> TinyPaths:
@@ -79,10 +101,8 @@ def ensure_tiny_model(cache_dir: Path | None = None) -> TinyPaths:
     staging = Path(tempfile.mkdtemp(prefix=".tiny-", dir=root.parent))
     try:
         _write_tiny(staging)
-        try:
+        with contextlib.suppress(OSError):  # another process won the race; its copy is identical
             staging.rename(root)
-        except OSError:  # another process won the race; its copy is identical
-            pass
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return paths
@@ -97,6 +117,7 @@ def _write_tiny(dest: Path) -> None:
     generator = torch.Generator().manual_seed(TINY_SEED)
     model = build_cfm(model_spec(TINY), vocab, vocab_size)
     randomize_(model, generator)
+    balance_dit_(model)
     # Released F5 checkpoints are EMA safetensors: "ema_model."-prefixed keys plus EMA bookkeeping.
     state = {f"ema_model.{k}": v.contiguous() for k, v in model.state_dict().items()}
     state.update({"initted": torch.tensor([True]), "step": torch.tensor([1])})
@@ -107,7 +128,4 @@ def _write_tiny(dest: Path) -> None:
     (vocos_dir / "config.yaml").write_text(yaml.safe_dump(VOCOS_TINY_CONFIG))
     vocoder = Vocos.from_hparams(str(vocos_dir / "config.yaml"))
     randomize_(vocoder, generator)
-    with torch.no_grad():  # log-magnitude bias: keep the random spectrum at speech-like loudness
-        out = vocoder.head.out
-        out.bias[: out.bias.shape[0] // 2] += 2.0
     torch.save(vocoder.state_dict(), vocos_dir / "pytorch_model.bin")

@@ -9,16 +9,17 @@ envelope. With no padding every operation is Vocos's own, so batch size 1 equals
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 
 def _frame_mask(lengths: torch.Tensor, frames: int) -> torch.Tensor:
     return torch.arange(frames, device=lengths.device)[None, :] < lengths[:, None]  # (B, T)
 
 
-def _backbone(backbone: nn.Module, mel: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+def _backbone(backbone: Any, mel: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     """VocosBackbone.forward with the padding re-zeroed ahead of each convolution."""
     x = backbone.embed(mel * keep)
     x = backbone.norm(x.transpose(1, 2)).transpose(1, 2)
@@ -27,11 +28,11 @@ def _backbone(backbone: nn.Module, mel: torch.Tensor, keep: torch.Tensor) -> tor
     return backbone.final_layer_norm(x.transpose(1, 2))  # (B, T, C)
 
 
-def _istft_same(istft: nn.Module, spec: torch.Tensor, frame_keep: torch.Tensor) -> torch.Tensor:
+def _istft_same(istft: Any, spec: torch.Tensor, frame_keep: torch.Tensor) -> torch.Tensor:
     """vocos.spectral_ops.ISTFT (padding="same") with a per-item window envelope."""
     hop, win = istft.hop_length, istft.win_length
     pad = (win - hop) // 2
-    batch, _, frames = spec.shape
+    _batch, _, frames = spec.shape
     spec = spec * frame_keep[:, None, :]
     frames_time = torch.fft.irfft(spec, istft.n_fft, dim=1, norm="backward") * istft.window[None, :, None]
     size = (frames - 1) * hop + win
@@ -43,7 +44,7 @@ def _istft_same(istft: nn.Module, spec: torch.Tensor, frame_keep: torch.Tensor) 
 
 
 @torch.inference_mode()
-def decode_batch(vocoder: nn.Module, mel: torch.Tensor, lengths: torch.Tensor) -> list[torch.Tensor]:
+def decode_batch(vocoder: Any, mel: torch.Tensor, lengths: torch.Tensor) -> list[torch.Tensor]:
     """Decode ``mel`` (B, n_mels, T) whose item i is valid for ``lengths[i]`` frames.
 
     Returns one 1-D waveform per item, ``lengths[i] * hop`` samples long, each equal to decoding that

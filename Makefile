@@ -1,0 +1,38 @@
+# Two commands on a fresh machine: `make serve` and `make test`. Both create .venv and install the
+# pinned tree (constraints.txt) first; the install re-runs only when pyproject.toml or constraints change.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: install serve test lint typecheck unit bench-engine clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $@
+
+install: $(STAMP)
+
+serve: $(STAMP)
+	$(PY) -m server --model tiny --host $(HOST) --port $(PORT)
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+
+typecheck: $(STAMP)
+	$(PY) -m mypy engine scripts
+
+unit: $(STAMP)
+	$(PY) -m pytest -q
+
+test: lint typecheck unit
+
+bench-engine: $(STAMP)
+	$(PY) scripts/bench_engine.py --model tiny
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

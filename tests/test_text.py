@@ -1,0 +1,64 @@
+"""Chunking keeps every character, in order, and respects its length limits."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from engine.text import FIRST_CHUNK_BYTES, chunk_text, max_chunk_bytes, nbytes, squash_whitespace
+
+ALPHABET = st.sampled_from([*list("abcdeXYZ 0123,.;:!?…\n\t'\"()你好世界。！？，、；："), "é", "ß", "🙂"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.text(alphabet=ALPHABET, max_size=400), limit=st.integers(min_value=20, max_value=300))
+def test_chunks_reproduce_input_modulo_whitespace(text: str, limit: int) -> None:
+    chunks = chunk_text(text, limit)
+    assert squash_whitespace("".join(chunks)) == squash_whitespace(text)
+    assert all(chunk and chunk == chunk.strip() for chunk in chunks)
+    assert all(nbytes(chunk) <= limit for chunk in chunks)
+    if chunks:
+        assert nbytes(chunks[0]) <= min(FIRST_CHUNK_BYTES, limit)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.text(alphabet="abcdefgh", min_size=1, max_size=12), min_size=1, max_size=40))
+def test_words_are_never_cut_when_they_fit(words: list[str]) -> None:
+    text = " ".join(words) + "."
+    for chunk in chunk_text(text, 40):
+        for word in chunk.rstrip(".").split(" "):
+            assert word in words
+
+
+def test_first_chunk_is_short_and_later_chunks_are_long() -> None:
+    text = ("Hello there. " + "This is a much longer sentence that goes on for a while, with clauses. " * 6)
+    chunks = chunk_text(text, 200)
+    assert chunks[0] == "Hello there."
+    assert all(nbytes(c) > FIRST_CHUNK_BYTES for c in chunks[1:-1])
+    assert len(chunks) <= 4
+
+
+def test_sentence_boundaries_are_preferred() -> None:
+    chunks = chunk_text("One. Two three four five six seven eight nine ten eleven twelve. Three.", 70)
+    assert chunks == ["One.", "Two three four five six seven eight nine ten eleven twelve. Three."]
+
+
+def test_cjk_punctuation_splits_without_spaces() -> None:
+    chunks = chunk_text("你好。我是一个测试。今天天气很好，我们去公园散步吧！", 30)
+    assert chunks == ["你好。我是一个测试。", "今天天气很好，", "我们去公园散步吧！"]
+
+
+def test_long_word_is_split_hard() -> None:
+    chunks = chunk_text("x" * 70, 25)
+    assert [len(c) for c in chunks] == [25, 25, 20]
+
+
+def test_empty_and_whitespace() -> None:
+    assert chunk_text("", 100) == []
+    assert chunk_text(" \n\t ", 100) == []
+
+
+def test_budget_follows_the_reference_pace() -> None:
+    # 50 bytes of transcript over 5 s -> 10 bytes/s; 22 s budget minus 5 s of reference -> 170 bytes.
+    assert max_chunk_bytes("x" * 50, 5.0) == 170
+    assert max_chunk_bytes("x" * 50, 5.0, speed=2.0) == 340
