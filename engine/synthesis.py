@@ -149,6 +149,9 @@ class Engine:
         cond_frames = voice.mel.shape[0] if voice.mel is not None else ref_frames + 1
         return total_frames(cond_frames, len(_tokens(voice.ref_text, item.text)), estimate)
 
+    def batch_key(self, item: SynthesisItem) -> tuple[int, float, float]:
+        return item.batch_key
+
     def cost(self, item: SynthesisItem) -> int:
         """Padded cost of an item for the batcher: its total frame count."""
         return self.duration(item)

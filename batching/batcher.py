@@ -1,0 +1,278 @@
+"""The asyncio micro-batcher: concurrent requests in, one model batch at a time out.
+
+    while True:
+        batch = await self._next_batch()   # on the event loop, while nothing else runs on the model
+        await self._execute(batch)         # in the single worker thread
+
+Items are submitted with ``submit`` (non-blocking; raises ``QueueFullError`` at once when full) and
+their results awaited on the returned ticket's future. Cancelling that future (or the task awaiting it)
+removes the item from the queue; an item already running has its result dropped. A failing batch is
+split in halves and retried so that only the failing item fails. Every future is settled exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import math
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from batching.errors import BatcherClosedError, BatcherError, QueueFullError, QueueTimeoutError
+from batching.protocol import BatchModel, BatchObserver, NullObserver
+from batching.queue import PendingQueue, Selection, Ticket
+
+log = logging.getLogger(__name__)
+
+ItemT = TypeVar("ItemT")
+OutT = TypeVar("OutT")
+Outcome = tuple[bool, Any]  # (ok, output or exception)
+
+
+@dataclass(frozen=True)
+class BatcherConfig:
+    max_batch_size: int = 16
+    max_batch_frames: int = 40_000
+    """Padded cost cap: batch size × longest item (frames)."""
+    max_wait_ms: float = 10.0
+    """How long the oldest item may wait for partners when compatible items are queued."""
+    max_queue: int = 256
+    """Queued items (not counting the running batch)."""
+    max_queue_frames: int = 600_000
+    queue_timeout_s: float = 30.0
+    """An item not started within this time fails with ``timeout`` and never reaches the model."""
+
+    def __post_init__(self) -> None:
+        if self.max_batch_size < 1 or self.max_queue < 1 or self.max_batch_frames < 1:
+            raise ValueError("max_batch_size, max_queue and max_batch_frames must be positive")
+
+
+class MicroBatcher(Generic[ItemT, OutT]):
+    def __init__(self, model: BatchModel[ItemT, OutT], config: BatcherConfig | None = None,
+                 observer: BatchObserver | None = None) -> None:
+        self.model = model
+        self.config = config or BatcherConfig()
+        self.observer: BatchObserver = observer or NullObserver()
+        self._queue: PendingQueue[ItemT] = PendingQueue()
+        self._running: list[Ticket[ItemT]] = []
+        self._seq = itertools.count()
+        self._wakeup = asyncio.Event()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tts-batch")
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+        self._batch_seconds = 0.5  # running estimate, for retry hints
+        self.batches_run = 0
+
+    # -- lifecycle ------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="micro-batcher")
+        self._task.add_done_callback(self._on_loop_exit)
+
+    async def close(self, drain: bool = True, timeout: float | None = None) -> None:
+        """Stop taking work. With ``drain``, finish what is queued and running first (up to ``timeout``)."""
+        self._closed = True
+        self._wakeup.set()
+        if self._task is not None:
+            if drain:
+                with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+                    await asyncio.wait_for(asyncio.shield(self._task), timeout)
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        self._fail_all(BatcherClosedError("the server is shutting down"))
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    @property
+    def queued_frames(self) -> int:
+        return self._queue.frames
+
+    @property
+    def running(self) -> int:
+        return len(self._running)
+
+    # -- submission -----------------------------------------------------------------------------------
+
+    def submit(self, item: ItemT, *, first: bool = False, request_id: str | None = None,
+               timeout_s: float | None = None) -> Ticket[ItemT]:
+        """Queue ``item``; its result (or typed error) arrives on ``ticket.future``."""
+        if self._closed:
+            self.observer.rejected("shutting_down")
+            raise BatcherClosedError("the server is shutting down")
+        cost = int(self.model.cost(item))
+        self._check_capacity(cost)
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        ticket: Ticket[ItemT] = Ticket(
+            item=item, cost=cost, key=self.model.batch_key(item), first=first, seq=next(self._seq),
+            enqueued_at=now, deadline=now + (timeout_s or self.config.queue_timeout_s),
+            future=loop.create_future(), request_id=request_id,
+        )
+        ticket.timer = loop.call_at(ticket.deadline, self._expire, ticket)
+        ticket.release = self._forget
+        ticket.future.add_done_callback(lambda _f: self._forget(ticket))
+        self._queue.push(ticket)
+        self._report_depth()
+        self._wakeup.set()
+        return ticket
+
+    async def run(self, item: ItemT, **kwargs: Any) -> OutT:
+        """Submit and wait; cancelling the caller cancels the item."""
+        ticket = self.submit(item, **kwargs)
+        result: OutT = await ticket.future
+        return result
+
+    def _check_capacity(self, cost: int) -> None:
+        config = self.config
+        if len(self._queue) >= config.max_queue:
+            reason = f"queue is full ({config.max_queue} items)"
+        elif self._queue.frames + cost > config.max_queue_frames and len(self._queue) > 0:
+            reason = f"queue is full ({config.max_queue_frames} frames)"
+        else:
+            return
+        self.observer.rejected("queue_full")
+        batches_ahead = math.ceil((len(self._queue) + 1) / config.max_batch_size)
+        raise QueueFullError(reason, retry_after_ms=max(50, int(1000 * self._batch_seconds * batches_ahead)))
+
+    def _expire(self, ticket: Ticket[ItemT]) -> None:
+        if self._queue.remove(ticket):
+            self._report_depth()
+            self._settle(ticket, False, QueueTimeoutError(
+                f"not started within {ticket.deadline - ticket.enqueued_at:.1f} s (server overloaded)"))
+
+    def _forget(self, ticket: Ticket[ItemT]) -> None:
+        """Done callback: a cancelled (or otherwise settled) ticket leaves the queue at once."""
+        if ticket.timer is not None:
+            ticket.timer.cancel()
+        if self._queue.remove(ticket):
+            self._report_depth()
+
+    # -- the loop -------------------------------------------------------------------------------------
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                batch = await self._next_batch()
+                if batch is None:
+                    return
+                await self._execute(batch)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bug here must not stop the service; the tickets involved are settled
+                log.exception("batcher loop error")
+                self._fail_running(BatcherError("internal batching error"))
+                await asyncio.sleep(0)
+
+    async def _next_batch(self) -> list[Ticket[ItemT]] | None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if self._closed and not self._queue:
+                return None
+            selection = self._queue.select(self.config.max_batch_size, self.config.max_batch_frames)
+            if selection.tickets:
+                due = selection.tickets[0].enqueued_at + self.config.max_wait_ms / 1000
+                if self._dispatch_now(selection, loop.time(), due):
+                    return self._take(selection, loop.time())
+                timeout: float | None = max(due - loop.time(), 0.0)
+            else:
+                timeout = None
+            self._wakeup.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), timeout)
+
+    def _dispatch_now(self, selection: Selection[ItemT], now: float, due: float) -> bool:
+        # Idle model: a lone item goes at once; partners make a short wait (≤ max_wait) worthwhile.
+        return selection.full or not selection.partners_waiting or now >= due or self._closed
+
+    def _take(self, selection: Selection[ItemT], now: float) -> list[Ticket[ItemT]]:
+        for ticket in selection.tickets:
+            self._queue.remove(ticket)
+            if ticket.timer is not None:
+                ticket.timer.cancel()
+            self.observer.queue_wait(now - ticket.enqueued_at)
+        self._report_depth()
+        return selection.tickets
+
+    async def _execute(self, batch: list[Ticket[ItemT]]) -> None:
+        live = [t for t in batch if not t.future.done()]
+        if not live:
+            return
+        self._running = live
+        started = time.perf_counter()
+        try:
+            outcomes = await asyncio.get_running_loop().run_in_executor(self._executor, self._compute, live)
+        except asyncio.CancelledError:  # closed without drain: the thread's results will be dropped
+            self._fail_running(BatcherClosedError("the server is shutting down"))
+            raise
+        finally:
+            self._running = []
+        seconds = time.perf_counter() - started
+        self._batch_seconds = 0.8 * self._batch_seconds + 0.2 * seconds
+        self.batches_run += 1
+        for ticket, (ok, value) in zip(live, outcomes, strict=True):
+            self._settle(ticket, ok, value)
+        costs = [t.cost for t in live]
+        self.observer.batch_done(len(live), seconds, max(costs) * len(costs), sum(costs))
+
+    def _compute(self, tickets: Sequence[Ticket[ItemT]]) -> list[Outcome]:
+        """Worker thread. On failure, split and retry halves: a poison item fails alone after at most
+        2n-1 model calls, and a batch too big for memory still completes in smaller pieces."""
+        tickets = [t for t in tickets if not t.future.done()]  # cancelled since selection
+        if not tickets:
+            return []
+        try:
+            outputs = self.model.synthesize([t.item for t in tickets])
+            if len(outputs) != len(tickets):
+                raise BatcherError(f"model returned {len(outputs)} outputs for {len(tickets)} items")
+            return [(True, out) for out in outputs]
+        except Exception as exc:
+            if len(tickets) == 1:
+                return [(False, exc)]
+            log.warning("batch of %d failed (%s); retrying halves", len(tickets), exc)
+            mid = len(tickets) // 2
+            return self._compute(tickets[:mid]) + self._compute(tickets[mid:])
+
+    # -- settling -------------------------------------------------------------------------------------
+
+    def _settle(self, ticket: Ticket[ItemT], ok: bool, value: Any) -> None:
+        if ticket.future.done():  # cancelled meanwhile: drop the result silently
+            return
+        if ok:
+            ticket.future.set_result(value)
+        else:
+            ticket.future.set_exception(value)
+
+    def _fail_running(self, error: BaseException) -> None:
+        for ticket in self._running:
+            self._settle(ticket, False, error)
+        self._running = []
+
+    def _fail_all(self, error: BaseException) -> None:
+        for ticket in self._queue:
+            self._queue.remove(ticket)
+            self._settle(ticket, False, error)
+        self._fail_running(error)
+        self._report_depth()
+
+    def _on_loop_exit(self, task: asyncio.Task[None]) -> None:
+        """If the loop ever dies, nobody may hang on a future: fail everything, refuse new work."""
+        self._closed = True
+        if not task.cancelled() and task.exception() is not None:
+            log.error("batcher loop died", exc_info=task.exception())
+        self._fail_all(BatcherClosedError("the batcher stopped"))
+
+    def _report_depth(self) -> None:
+        self.observer.queue_depth(len(self._queue), self._queue.frames)

@@ -1,0 +1,71 @@
+"""A fake model for batcher tests: records every call, can be slow, blocked, or poisoned."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class FakeItem:
+    id: int
+    cost: int = 100
+    key: str = "a"
+    poison: bool = False
+
+
+class PoisonError(RuntimeError):
+    pass
+
+
+@dataclass
+class FakeModel:
+    delay_s: float = 0.0
+    per_item_s: float = 0.0
+    calls: list[list[int]] = field(default_factory=list)
+    gate: threading.Event | None = None
+    """When set, each call blocks until the gate opens (to hold the model busy)."""
+    started: threading.Event = field(default_factory=threading.Event)
+    wrong_count: bool = False
+
+    def synthesize(self, items: Sequence[FakeItem]) -> list[tuple[str, int]]:
+        self.calls.append([i.id for i in items])
+        self.started.set()
+        if self.gate is not None:
+            self.gate.wait(10)
+        time.sleep(self.delay_s + self.per_item_s * len(items))
+        if any(i.poison for i in items):
+            raise PoisonError(f"poison in {[i.id for i in items]}")
+        out = [("out", i.id) for i in items]
+        return out[:-1] if self.wrong_count else out
+
+    def cost(self, item: FakeItem) -> int:
+        return item.cost
+
+    def batch_key(self, item: FakeItem) -> str:
+        return item.key
+
+    def ran(self) -> list[int]:
+        return [i for call in self.calls for i in call]
+
+
+@dataclass
+class RecordingObserver:
+    depths: list[tuple[int, int]] = field(default_factory=list)
+    waits: list[float] = field(default_factory=list)
+    batches: list[tuple[int, float, int, int]] = field(default_factory=list)
+    rejections: list[str] = field(default_factory=list)
+
+    def queue_depth(self, items: int, frames: int) -> None:
+        self.depths.append((items, frames))
+
+    def queue_wait(self, seconds: float) -> None:
+        self.waits.append(seconds)
+
+    def batch_done(self, size: int, seconds: float, padded_frames: int, real_frames: int) -> None:
+        self.batches.append((size, seconds, padded_frames, real_frames))
+
+    def rejected(self, reason: str) -> None:
+        self.rejections.append(reason)
