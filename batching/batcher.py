@@ -18,7 +18,7 @@ import itertools
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 ItemT = TypeVar("ItemT")
 OutT = TypeVar("OutT")
+R = TypeVar("R")
 Outcome = tuple[bool, Any]  # (ok, output or exception)
 
 
@@ -103,6 +104,12 @@ class MicroBatcher(Generic[ItemT, OutT]):
     @property
     def running(self) -> int:
         return len(self._running)
+
+    async def call_in_worker(self, fn: Callable[..., R], *args: Any) -> R:
+        """Run ``fn`` on the batcher's worker thread, in turn with batches. Model work (warm-up, voice
+        preparation) belongs on this one thread: thread-local kernel caches and handles (oneDNN, cuBLAS)
+        are then warm for batches, and no second thread's OpenMP team competes for the cores."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     # -- submission -----------------------------------------------------------------------------------
 
