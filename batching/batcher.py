@@ -162,6 +162,7 @@ class MicroBatcher(Generic[ItemT, OutT]):
 
     def _forget(self, ticket: Ticket[ItemT]) -> None:
         """Done callback: a cancelled (or otherwise settled) ticket leaves the queue at once."""
+        ticket.started.set()
         if ticket.timer is not None:
             ticket.timer.cancel()
         if self._queue.remove(ticket):
@@ -206,6 +207,7 @@ class MicroBatcher(Generic[ItemT, OutT]):
 
     def _take(self, selection: Selection[ItemT], now: float) -> list[Ticket[ItemT]]:
         for ticket in selection.tickets:
+            ticket.started.set()
             self._queue.remove(ticket)
             if ticket.timer is not None:
                 ticket.timer.cancel()

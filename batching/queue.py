@@ -29,6 +29,8 @@ class Ticket(Generic[ItemT]):
     request_id: str | None = None
     timer: asyncio.TimerHandle | None = field(default=None, repr=False)
     release: Callable[[Ticket[ItemT]], None] | None = field(default=None, repr=False)
+    started: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
+    """Set when the item is taken into a batch (or settled without running)."""
     """Set by the batcher: takes the ticket out of the queue synchronously."""
 
     def cancel(self) -> bool:

@@ -1,11 +1,21 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from prometheus_client import CollectorRegistry
 
 from engine import Engine, EngineConfig, Voice
+from server.app import create_app
+from server.settings import Settings
+from server.state import STATE, AppState
 from tests.audio import EN_TRANSCRIPT, ZH_TRANSCRIPT, chinese_clip, encode, english_clip
 
 
@@ -35,3 +45,88 @@ def voice_en(engine: Engine) -> Voice:
 def voice_zh(engine: Engine) -> Voice:
     samples, rate = chinese_clip(1.0)
     return engine.prepare_voice("zh", encode(samples, rate), ZH_TRANSCRIPT)
+
+
+# -- server fixtures ------------------------------------------------------------------------------------
+
+
+
+
+
+@dataclass
+class LiveServer:
+    server: TestServer
+    app: web.Application
+    registry: CollectorRegistry
+
+    @property
+    def state(self) -> AppState:
+        return self.app[STATE]
+
+    def url(self, path: str, ws: bool = False) -> str:
+        base = str(self.server.make_url(path))
+        return base.replace("http://", "ws://", 1) if ws else base
+
+    @property
+    def ws_url(self) -> str:
+        return self.url("/v1/stream", ws=True)
+
+    def metric(self, name: str, **labels: str) -> float:
+        value = self.registry.get_sample_value(name, labels)
+        return 0.0 if value is None else value
+
+
+@pytest.fixture
+def test_settings(tiny_cache: Path, tmp_path: Path) -> Settings:
+    return Settings(model="tiny", device="cpu", tiny_cache_dir=str(tiny_cache), voices_dir=str(tmp_path / "voices"),
+                    warmup=False, default_nfe_steps=4, host="127.0.0.1", max_wait_ms=5.0, heartbeat_s=0)
+
+
+@pytest.fixture
+async def start_server() -> AsyncIterator[Callable[..., Awaitable[LiveServer]]]:
+    servers: list[TestServer] = []
+
+    async def start(settings: Settings) -> LiveServer:
+        registry = CollectorRegistry()
+        app = create_app(settings, registry=registry)
+        server = TestServer(app, host="127.0.0.1")
+        await server.start_server()
+        servers.append(server)
+        return LiveServer(server, app, registry)
+
+    yield start
+    for server in servers:
+        with contextlib.suppress(Exception):
+            await server.close()
+
+
+@pytest.fixture
+async def live(start_server: Callable[..., Awaitable[LiveServer]], test_settings: Settings) -> LiveServer:
+    return await start_server(test_settings)
+
+
+async def upload_voice(live: LiveServer, voice_id: str = "en", *, samples: Any = None, transcript: str = EN_TRANSCRIPT,
+                       api_key: str | None = None) -> aiohttp.ClientResponse:
+    if samples is None:
+        samples, rate = english_clip(1.0)
+        data = encode(samples, rate)
+    else:
+        data = samples
+    form = aiohttp.FormData()
+    form.add_field("audio", data, filename="ref.wav", content_type="audio/wav")
+    form.add_field("transcript", transcript)
+    if voice_id:
+        form.add_field("id", voice_id)
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    async with aiohttp.ClientSession() as session, session.post(live.url("/v1/voices"), data=form,
+                                                                 headers=headers) as response:
+        await response.read()
+        return response
+
+
+@pytest.fixture
+async def live_en(live: LiveServer) -> LiveServer:
+    """A live server with the short English test voice ``en`` registered."""
+    response = await upload_voice(live)
+    assert response.status == 201
+    return live

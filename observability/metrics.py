@@ -1,0 +1,108 @@
+"""Prometheus metrics: one ``Metrics`` object on an injected registry.
+
+Metric names are a fixed contract (dashboards and alert rules use them); labels and extras are ours.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+)
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
+
+# Dense between 0.25 s and 5 s, where the 1-3 s latency budget is decided.
+LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 3.5, 4.0, 5.0, 7.5, 10.0,
+                   20.0, 60.0)
+TTFA_BUCKETS = (0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
+QUEUE_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+BATCH_SIZE_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
+BATCH_SECONDS_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
+RTF_BUCKETS = (0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 5.0)
+RATIO_BUCKETS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0)
+
+
+class Metrics:
+    """Every metric the server exports. Also the batcher's ``BatchObserver``."""
+
+    def __init__(self, registry: CollectorRegistry | None = None, latency_budget_s: float = 3.0,
+                 process_collectors: bool = True) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.latency_budget_s = latency_budget_s
+        r = self.registry
+        if process_collectors:
+            ProcessCollector(registry=r)
+            GCCollector(registry=r)
+            PlatformCollector(registry=r)
+        self.startup_seconds = Gauge("tts_startup_seconds", "Seconds spent in each startup phase",
+                                     ["phase"], registry=r)
+        self.ready = Gauge("tts_ready", "1 when the model is warm and requests are accepted", registry=r)
+        self.requests = Counter("tts_requests", "Finished requests", ["transport", "outcome"], registry=r)
+        self.latency = Histogram("tts_request_latency_seconds", "Request start to last audio sent",
+                                 ["transport"], buckets=LATENCY_BUCKETS, registry=r)
+        self.ttfa = Histogram("tts_time_to_first_audio_seconds", "Request start to first audio sent",
+                              ["transport"], buckets=TTFA_BUCKETS, registry=r)
+        self.queue_wait_seconds = Histogram("tts_queue_wait_seconds", "Time a chunk waited for its batch",
+                                            buckets=QUEUE_BUCKETS, registry=r)
+        self.queue_depth_items = Gauge("tts_queue_depth", "Chunks waiting for a batch", registry=r)
+        self.queue_frames = Gauge("tts_queue_frames", "Mel frames waiting for a batch", registry=r)
+        self.inflight = Gauge("tts_inflight_requests", "Requests being served", ["transport"], registry=r)
+        self.batch_size = Histogram("tts_batch_size", "Items per model batch", buckets=BATCH_SIZE_BUCKETS,
+                                    registry=r)
+        self.batch_seconds = Histogram("tts_batch_seconds", "Wall time of one model batch",
+                                       buckets=BATCH_SECONDS_BUCKETS, registry=r)
+        self.padding_ratio = Histogram("tts_batch_padding_ratio", "Share of a batch's frames that are padding",
+                                       buckets=RATIO_BUCKETS, registry=r)
+        self.rtf = Histogram("tts_rtf", "Real-time factor: request seconds per audio second", ["transport"],
+                             buckets=RTF_BUCKETS, registry=r)
+        self.audio_seconds = Counter("tts_audio_seconds", "Audio seconds produced", ["transport"], registry=r)
+        self.budget_exceeded = Counter("tts_latency_budget_exceeded", "Requests slower than the latency budget",
+                                       ["transport"], registry=r)
+        self.rejections = Counter("tts_rejected", "Chunks refused before reaching the model", ["reason"],
+                                  registry=r)
+        self.build_info = Info("tts_build", "Model, device, dtype and version", registry=r)
+        self.gpu_memory_allocated = Gauge("tts_gpu_memory_allocated_bytes", "torch.cuda.memory_allocated",
+                                          registry=r)
+        self.gpu_memory_reserved = Gauge("tts_gpu_memory_reserved_bytes", "torch.cuda.memory_reserved",
+                                         registry=r)
+        self.ready.set(0)
+
+    # -- request lifecycle ----------------------------------------------------------------------------
+
+    def request_finished(self, transport: str, outcome: str, latency_s: float | None = None,
+                         ttfa_s: float | None = None, audio_s: float = 0.0) -> None:
+        self.requests.labels(transport, outcome).inc()
+        if audio_s > 0:
+            self.audio_seconds.labels(transport).inc(audio_s)
+        if outcome != "ok" or latency_s is None:
+            return
+        self.latency.labels(transport).observe(latency_s)
+        if ttfa_s is not None:
+            self.ttfa.labels(transport).observe(ttfa_s)
+        if audio_s > 0:
+            self.rtf.labels(transport).observe(latency_s / audio_s)
+        if latency_s > self.latency_budget_s:
+            self.budget_exceeded.labels(transport).inc()
+
+    # -- BatchObserver --------------------------------------------------------------------------------
+
+    def queue_depth(self, items: int, frames: int) -> None:
+        self.queue_depth_items.set(items)
+        self.queue_frames.set(frames)
+
+    def queue_wait(self, seconds: float) -> None:
+        self.queue_wait_seconds.observe(seconds)
+
+    def batch_done(self, size: int, seconds: float, padded_frames: int, real_frames: int) -> None:
+        self.batch_size.observe(size)
+        self.batch_seconds.observe(seconds)
+        if padded_frames > 0:
+            self.padding_ratio.observe(1.0 - real_frames / padded_frames)
+
+    def rejected(self, reason: str) -> None:
+        self.rejections.labels(reason).inc()

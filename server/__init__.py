@@ -1,0 +1,1 @@
+"""aiohttp front end: lifecycle, WebSocket protocol, HTTP routes, settings, CLI."""

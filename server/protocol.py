@@ -1,0 +1,185 @@
+"""WebSocket protocol messages (``docs/protocol.md`` is the reference).
+
+Text frames carry JSON objects with a ``type``; audio travels only in binary frames whose 8-byte header
+is the stream number and the frame's sequence number (both uint32 little-endian).
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import asdict, dataclass, fields
+from typing import Any, ClassVar
+
+import orjson
+
+ENCODING = "pcm_s16le"
+CHANNELS = 1
+FRAME_HEADER = struct.Struct("<II")
+MAX_ID_CHARS = 128
+
+# The closed set of error codes (docs/protocol.md explains each).
+ERROR_CODES = frozenset({
+    "bad_request", "unknown_voice", "text_too_long", "too_many_streams", "too_many_sockets", "queue_full",
+    "timeout", "unauthorized", "shutting_down", "internal",
+})
+
+
+class ProtocolError(Exception):
+    """A client message the server cannot act on. Sent back as an ``error`` message."""
+
+    def __init__(self, code: str, message: str, request_id: str | None = None,
+                 retry_after_ms: int | None = None) -> None:
+        assert code in ERROR_CODES, code
+        super().__init__(message)
+        self.code = code
+        self.request_id = request_id
+        self.retry_after_ms = retry_after_ms
+
+
+# -- client -> server ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Synthesize:
+    type: ClassVar[str] = "synthesize"
+    id: str
+    text: str
+    voice: str = "default"
+    speed: float = 1.0
+    """Speaking rate multiplier, 0.25-4."""
+    nfe_steps: int | None = None
+    """Flow-matching steps (1-128); the server default when absent."""
+    seed: int | None = None
+    """Seed of the first chunk; chunk k uses seed + k. Random when absent (reported in audio_start)."""
+    final: bool = True
+    """False opens an incremental stream fed by append/flush/end."""
+    cfg_strength: float = 2.0
+    sway_sampling_coef: float = -1.0
+
+
+@dataclass(frozen=True)
+class Append:
+    type: ClassVar[str] = "append"
+    id: str
+    text: str
+
+
+@dataclass(frozen=True)
+class Flush:
+    type: ClassVar[str] = "flush"
+    id: str
+
+
+@dataclass(frozen=True)
+class End:
+    type: ClassVar[str] = "end"
+    id: str
+
+
+@dataclass(frozen=True)
+class Cancel:
+    type: ClassVar[str] = "cancel"
+    id: str
+
+
+ClientMessage = Synthesize | Append | Flush | End | Cancel
+_CLIENT_TYPES: dict[str, type[Any]] = {cls.type: cls for cls in (Synthesize, Append, Flush, End, Cancel)}
+# Expected JSON types per field; bool is checked before int because bool is an int in Python.
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "id": (str,), "text": (str,), "voice": (str,), "speed": (int, float), "nfe_steps": (int,),
+    "seed": (int,), "final": (bool,), "cfg_strength": (int, float), "sway_sampling_coef": (int, float),
+}
+_REQUIRED = {"id", "text"}
+
+
+def parse_client_message(raw: str | bytes) -> ClientMessage:
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ProtocolError("bad_request", f"message is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ProtocolError("bad_request", "message must be a JSON object")
+    request_id = data.get("id") if isinstance(data.get("id"), str) else None
+    kind = data.get("type")
+    cls = _CLIENT_TYPES.get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        raise ProtocolError("bad_request", f"unknown message type {kind!r}; expected one of "
+                            f"{', '.join(sorted(_CLIENT_TYPES))}", request_id)
+    names = {f.name for f in fields(cls)}
+    values: dict[str, Any] = {}
+    for name in names:
+        if name not in data or data[name] is None:
+            if name in _REQUIRED:
+                raise ProtocolError("bad_request", f"{kind} needs the field {name!r}", request_id)
+            continue
+        value = data[name]
+        expected = _FIELD_TYPES[name]
+        if (isinstance(value, bool) and bool not in expected) or not isinstance(value, expected):
+            type_name = " or ".join(t.__name__ for t in expected)
+            raise ProtocolError("bad_request", f"field {name!r} must be {type_name}", request_id)
+        values[name] = value
+    unknown = set(data) - names - {"type"}
+    if unknown:
+        raise ProtocolError("bad_request", f"unknown field(s) for {kind}: {', '.join(sorted(unknown))}", request_id)
+    if not values["id"] or len(values["id"]) > MAX_ID_CHARS:
+        raise ProtocolError("bad_request", f"id must be 1-{MAX_ID_CHARS} characters", None)
+    message: ClientMessage = cls(**values)
+    return message
+
+
+# -- server -> client ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class AudioStart:
+    id: str
+    stream: int
+    """Stream number; binary frames of this request carry it in their header."""
+    sample_rate: int
+    seed: int
+    encoding: str = ENCODING
+    channels: int = CHANNELS
+
+    def to_json(self) -> str:
+        return orjson.dumps({"type": "audio_start", **asdict(self)}).decode()
+
+
+@dataclass(frozen=True)
+class AudioEnd:
+    id: str
+    stream: int
+    samples: int
+    """Samples sent for this id (bytes of PCM received / 2)."""
+    chunks: int
+    """Text chunks synthesised."""
+    frames: int
+    """Binary frames sent."""
+    ttfa_ms: float
+    """Milliseconds from the request (first text) to the first audio frame sent."""
+    latency_ms: float
+    """Milliseconds from the request to this message. Incremental streams: from their first text."""
+    rtf: float
+    """latency / audio duration."""
+
+    def to_json(self) -> str:
+        return orjson.dumps({"type": "audio_end", **asdict(self)}).decode()
+
+
+@dataclass(frozen=True)
+class ErrorMessage:
+    code: str
+    message: str
+    id: str | None = None
+    retry_after_ms: int | None = None
+
+    def to_json(self) -> str:
+        data: dict[str, Any] = {"type": "error", "id": self.id, "code": self.code, "message": self.message}
+        if self.retry_after_ms is not None:
+            data["retry_after_ms"] = self.retry_after_ms
+        return orjson.dumps(data).decode()
+
+    @classmethod
+    def from_error(cls, error: ProtocolError) -> ErrorMessage:
+        return cls(error.code, str(error), error.request_id, error.retry_after_ms)
+
+
+def audio_frame(stream: int, seq: int, pcm: bytes) -> bytes:
+    return FRAME_HEADER.pack(stream, seq) + pcm

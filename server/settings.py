@@ -1,0 +1,145 @@
+"""The one frozen Settings object, built from command-line flags and ``TTS_*`` environment variables.
+
+Every field is a flag (``max_batch_size`` -> ``--max-batch-size``) with an env twin
+(``TTS_MAX_BATCH_SIZE``). Precedence: flag, then env, then the default here. Nothing else in the
+server reads ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from batching import BatcherConfig
+from engine import EngineConfig
+
+ENV_PREFIX = "TTS_"
+
+
+def _opt(help_text: str, **kwargs: Any) -> Any:
+    return field(metadata={"help": help_text}, **kwargs)
+
+
+@dataclass(frozen=True)
+class Settings:
+    # model
+    model: str = _opt("F5-TTS model name (F5TTS_v1_Base, F5TTS_Base, ...) or 'tiny' for tests",
+                      default="F5TTS_v1_Base")
+    ckpt_file: str = _opt("checkpoint: local .safetensors/.pt or hf://owner/repo/file; empty = released one",
+                          default="")
+    vocab_file: str = _opt("vocab.txt; empty = the one f5-tts ships", default="")
+    vocoder_path: str = _opt("local Vocos dir (config.yaml + pytorch_model.bin); empty = hub", default="")
+    device: str = _opt("auto, cpu, cuda, cuda:N", default="auto")
+    dtype: str = _opt("auto (fp16 on CUDA, fp32 on CPU), float32, float16, bfloat16", default="auto")
+    warmup: bool = _opt("run real inference for each batch size before opening the port", default=True)
+    default_nfe_steps: int = _opt("flow-matching steps when a request does not say", default=32)
+    tiny_cache_dir: str = _opt("where the tiny profile writes its checkpoints; empty = ~/.cache", default="")
+    # network
+    host: str = _opt("listen address", default="0.0.0.0")
+    port: int = _opt("listen port", default=8000)
+    api_key: str = _opt("bearer key required on /v1/*; empty = no auth", default="")
+    voices_dir: str = _opt("where uploaded voices persist; empty = memory only", default="voices")
+    # batching
+    max_batch_size: int = _opt("most chunks per model batch", default=16)
+    max_batch_frames: int = _opt("padded frames per batch (size x longest)", default=40_000)
+    max_wait_ms: float = _opt("longest the oldest chunk waits for batch partners", default=10.0)
+    max_queue: int = _opt("queued chunks before queue_full", default=256)
+    max_queue_frames: int = _opt("queued mel frames before queue_full", default=600_000)
+    queue_timeout_s: float = _opt("a chunk not started by then fails with timeout", default=30.0)
+    # limits
+    max_text_chars: int = _opt("characters per synthesize request (and per stream in total)", default=5000)
+    max_append_chars: int = _opt("characters per append message", default=1000)
+    max_streams_per_socket: int = _opt("ids open at once on one WebSocket", default=8)
+    max_sockets: int = _opt("open WebSockets", default=256)
+    max_message_bytes: int = _opt("largest WebSocket message accepted", default=65_536)
+    max_upload_bytes: int = _opt("largest voice upload", default=20 * 1024 * 1024)
+    idle_timeout_s: float = _opt("close a WebSocket with no message and no stream for this long", default=300.0)
+    heartbeat_s: float = _opt("WebSocket ping interval (0 = off)", default=30.0)
+    shutdown_grace_s: float = _opt("on SIGTERM, how long in-flight streams may finish", default=30.0)
+    # observability
+    latency_budget_s: float = _opt("requests slower than this count in tts_latency_budget_exceeded_total",
+                                   default=3.0)
+    log_format: str = _opt("text or json", default="text")
+    log_level: str = _opt("debug, info, warning, error", default="info")
+
+    def engine_config(self) -> EngineConfig:
+        return EngineConfig(
+            model=self.model, ckpt_file=self.ckpt_file, vocab_file=self.vocab_file,
+            vocoder_path=self.vocoder_path, device=self.device, dtype=self.dtype,
+            tiny_cache_dir=Path(self.tiny_cache_dir) if self.tiny_cache_dir else None,
+        )
+
+    def batcher_config(self) -> BatcherConfig:
+        return BatcherConfig(
+            max_batch_size=self.max_batch_size, max_batch_frames=self.max_batch_frames,
+            max_wait_ms=self.max_wait_ms, max_queue=self.max_queue, max_queue_frames=self.max_queue_frames,
+            queue_timeout_s=self.queue_timeout_s,
+        )
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+
+def _parse_bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"not a boolean: {text!r}")
+
+
+_CONVERTERS: dict[str, Any] = {"int": int, "float": float, "str": str, "bool": _parse_bool}
+
+
+def build_parser(prog: str = "python -m server") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description="Warm-loaded, micro-batched streaming F5-TTS server. "
+                                     "Every flag has an env twin: --max-batch-size <-> TTS_MAX_BATCH_SIZE.")
+    for f in fields(Settings):
+        flag = "--" + f.name.replace("_", "-")
+        env = ENV_PREFIX + f.name.upper()
+        help_text = f"{f.metadata['help']} [env {env}; default {f.default!r}]"
+        if f.type == "bool":
+            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
+                                help=help_text)
+        else:
+            parser.add_argument(flag, dest=f.name, type=_CONVERTERS[str(f.type)], default=None, help=help_text)
+    return parser
+
+
+def load_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Flags over env over defaults. Raises SystemExit (argparse) on a malformed flag or env value."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for f in fields(Settings):
+        flag_value = getattr(args, f.name)
+        if flag_value is not None:
+            values[f.name] = flag_value
+            continue
+        raw = env.get(ENV_PREFIX + f.name.upper())
+        if raw is not None:
+            try:
+                values[f.name] = _CONVERTERS[str(f.type)](raw)
+            except ValueError:
+                parser.error(f"{ENV_PREFIX + f.name.upper()}={raw!r} is not a valid {f.type}")
+    settings = Settings(**values)
+    _validate(settings, parser)
+    return settings
+
+
+def _validate(settings: Settings, parser: argparse.ArgumentParser) -> None:
+    positive = ["port", "max_batch_size", "max_batch_frames", "max_queue", "max_queue_frames", "max_text_chars",
+                "max_append_chars", "max_streams_per_socket", "max_sockets", "max_message_bytes",
+                "default_nfe_steps"]
+    for name in positive:
+        if getattr(settings, name) <= 0:
+            parser.error(f"--{name.replace('_', '-')} must be positive")
+    if settings.log_format not in ("text", "json"):
+        parser.error("--log-format must be text or json")

@@ -1,0 +1,192 @@
+"""One synthesis stream: text chunks in, cross-faded PCM frames out, in order, as chunks finish.
+
+Two cooperating tasks: the producer takes chunks from the text feed and submits them to the batcher,
+at most one ahead of the chunk being streamed, and only once the previous chunk has started (so a
+stream's own next chunk never competes with its first one for a batch); the consumer awaits results in
+order and sends them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from batching import MicroBatcher, QueueFullError, Ticket
+from engine import Engine, InvalidTextError, SynthesisItem, Voice
+from observability import Metrics
+from server.audio import CROSS_FADE_S, CrossFader, to_pcm16
+from server.errors import to_protocol_error
+from server.protocol import AudioEnd, ErrorMessage, audio_frame
+from server.textfeed import TextFeed
+
+log = logging.getLogger(__name__)
+
+FRAME_SAMPLES = 12_000  # 0.5 s per binary frame: small enough to play smoothly, few enough to be cheap
+LOOKAHEAD = 2  # chunks in flight per stream: the one streaming and the next one queued
+
+
+@dataclass(frozen=True)
+class StreamParams:
+    voice: Voice
+    speed: float
+    nfe_steps: int
+    cfg_strength: float
+    sway_sampling_coef: float
+    seed: int
+
+
+class Sink(Protocol):
+    """Where a stream's output goes (a WebSocket connection, an HTTP response...)."""
+
+    async def send_text(self, data: str) -> None: ...
+
+    async def send_bytes(self, data: bytes) -> None: ...
+
+
+class Stream:
+    def __init__(self, request_id: str, number: int, params: StreamParams, feed: TextFeed, engine: Engine,
+                 batcher: MicroBatcher[SynthesisItem, np.ndarray], sink: Sink, metrics: Metrics,
+                 transport: str = "ws", retry_until_s: float = 30.0) -> None:
+        self.id = request_id
+        self.number = number
+        self.params = params
+        self.feed = feed
+        self.engine = engine
+        self.batcher = batcher
+        self.sink = sink
+        self.metrics = metrics
+        self.transport = transport
+        self.retry_until_s = retry_until_s
+        self.started_at = time.perf_counter()
+        self.first_audio_at: float | None = None
+        self.samples = 0
+        self.frames = 0
+        self.chunks = 0
+        self._tickets: asyncio.Queue[Ticket[SynthesisItem] | None] = asyncio.Queue()
+        self._slots = asyncio.Semaphore(LOOKAHEAD)
+        self._in_flight: list[Ticket[SynthesisItem]] = []
+        self._fader = CrossFader(int(CROSS_FADE_S * engine.sample_rate))
+        self._cancelled = False
+
+    async def run(self) -> None:
+        """Serve the stream to completion; never raises (errors are sent to the client)."""
+        outcome = "ok"
+        producer = asyncio.create_task(self._produce(), name=f"produce-{self.id}")
+        try:
+            await self._consume()
+            await producer
+            await self._finish()
+        except asyncio.CancelledError:
+            outcome = "cancelled"
+            raise
+        except Exception as exc:
+            error = to_protocol_error(exc, self.id)
+            outcome = error.code
+            with contextlib.suppress(Exception):
+                await self.sink.send_text(ErrorMessage.from_error(error).to_json())
+        finally:
+            producer.cancel()
+            for ticket in self._in_flight:
+                ticket.cancel()
+            self._record(outcome)
+
+    def cancel(self) -> None:
+        self._cancelled = True
+        for ticket in self._in_flight:
+            ticket.cancel()
+
+    # -- producer -------------------------------------------------------------------------------------
+
+    async def _produce(self) -> None:
+        previous: Ticket[SynthesisItem] | None = None
+        index = 0
+        try:
+            while (text := await self.feed.next()) is not None:
+                item = self._item(text, index)
+                try:
+                    self.engine.validate(item)
+                except InvalidTextError:
+                    continue  # a chunk of only punctuation or symbols: nothing to say, skip it
+                if previous is not None:
+                    await previous.started.wait()
+                await self._slots.acquire()
+                ticket = await self._submit(item, first=index == 0)
+                self._in_flight.append(ticket)
+                await self._tickets.put(ticket)
+                previous = ticket
+                index += 1
+        finally:
+            await self._tickets.put(None)
+
+    def _item(self, text: str, index: int) -> SynthesisItem:
+        p = self.params
+        return SynthesisItem(text=text, voice=p.voice, speed=p.speed, nfe_steps=p.nfe_steps,
+                             cfg_strength=p.cfg_strength, sway_sampling_coef=p.sway_sampling_coef,
+                             seed=(p.seed + index) % 2**31)
+
+    async def _submit(self, item: SynthesisItem, first: bool) -> Ticket[SynthesisItem]:
+        """The first chunk is refused at once when the queue is full (the client retries); later chunks
+        of a stream already playing wait for room instead of cutting the audio off."""
+        deadline = time.perf_counter() + self.retry_until_s
+        while True:
+            try:
+                return self.batcher.submit(item, first=first, request_id=self.id)
+            except QueueFullError as exc:
+                if first or time.perf_counter() + exc.retry_after_ms / 1000 > deadline:
+                    raise
+                await asyncio.sleep(exc.retry_after_ms / 1000)
+
+    # -- consumer -------------------------------------------------------------------------------------
+
+    async def _consume(self) -> None:
+        while (ticket := await self._tickets.get()) is not None:
+            wave = await ticket.future
+            self._in_flight.remove(ticket)
+            self._slots.release()
+            self.chunks += 1
+            await self._send(self._fader.push(wave))
+
+    async def _send(self, wave: np.ndarray) -> None:
+        for start in range(0, len(wave), FRAME_SAMPLES):
+            if self._cancelled:
+                return
+            part = wave[start : start + FRAME_SAMPLES]
+            await self.sink.send_bytes(audio_frame(self.number, self.frames, to_pcm16(part)))
+            if self.first_audio_at is None:
+                self.first_audio_at = time.perf_counter()
+            self.frames += 1
+            self.samples += len(part)
+
+    async def _finish(self) -> None:
+        await self._send(self._fader.finish())
+        if self._cancelled:
+            return
+        latency = time.perf_counter() - self.t0
+        audio_s = self.samples / self.engine.sample_rate
+        await self.sink.send_text(AudioEnd(
+            id=self.id, stream=self.number, samples=self.samples, chunks=self.chunks, frames=self.frames,
+            ttfa_ms=round(1000 * (self.ttfa or latency), 1), latency_ms=round(1000 * latency, 1),
+            rtf=round(latency / audio_s, 4) if audio_s else 0.0,
+        ).to_json())
+
+    @property
+    def t0(self) -> float:
+        """When the request's clock starts: its first text (incremental streams may open empty)."""
+        return self.feed.first_text_at or self.started_at
+
+    @property
+    def ttfa(self) -> float | None:
+        return None if self.first_audio_at is None else self.first_audio_at - self.t0
+
+    def _record(self, outcome: str) -> None:
+        latency = time.perf_counter() - self.t0
+        self.metrics.request_finished(self.transport, outcome, latency_s=latency, ttfa_s=self.ttfa,
+                                      audio_s=self.samples / self.engine.sample_rate)
+        log.info("stream finished", extra={"request_id": self.id, "outcome": outcome, "chunks": self.chunks,
+                                           "samples": self.samples, "latency_s": round(latency, 3)})

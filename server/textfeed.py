@@ -1,0 +1,92 @@
+"""The text of one stream, handed out chunk by chunk as it becomes speakable.
+
+A complete request (``final: true``) is all available at once. An incremental one grows with
+``append``; text becomes available at each sentence boundary, on ``flush``, and on ``end``. Chunks are
+cut when the synthesiser asks for the next one, from everything complete by then, so a fast text
+source gets few long chunks and a slow one gets audio after its first sentence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from engine.text import _SENTENCE_END, FIRST_CHUNK_BYTES, chunk_text
+
+
+def _after(text: str, chunk: str) -> str:
+    """``text`` without its prefix that ``chunk`` was cut from (chunks differ only in whitespace)."""
+    needed = sum(1 for c in chunk if not c.isspace())
+    for index, char in enumerate(text):
+        if needed == 0:
+            return text[index:]
+        if not char.isspace():
+            needed -= 1
+    return ""
+
+
+class TextFeed:
+    def __init__(self, max_chunk_bytes: int, first_chunk_bytes: int = FIRST_CHUNK_BYTES) -> None:
+        self.max_chunk_bytes = max_chunk_bytes
+        self.first_chunk_bytes = first_chunk_bytes
+        self.total_chars = 0
+        self.chunks_given = 0
+        self._ready = ""  # text up to the last sentence boundary (or flush)
+        self._partial = ""  # text after it
+        self._ended = False
+        self._changed = asyncio.Event()
+        self.first_text_at: float | None = None
+        """perf_counter() when the first non-blank text arrived."""
+
+    @classmethod
+    def complete(cls, text: str, max_chunk_bytes: int) -> TextFeed:
+        feed = cls(max_chunk_bytes)
+        feed.append(text)
+        feed.end()
+        return feed
+
+    @property
+    def ended(self) -> bool:
+        return self._ended
+
+    def append(self, text: str) -> None:
+        if self._ended:
+            raise RuntimeError("append after end")
+        self.total_chars += len(text)
+        if self.first_text_at is None and text.strip():
+            self.first_text_at = time.perf_counter()
+        pending = self._partial + text
+        cut = 0
+        for match in _SENTENCE_END.finditer(pending):
+            if match.end() < len(pending) or match.group().endswith("\n") or not match.group()[-1].isascii():
+                cut = match.end()  # a western stop at the very end may still be "3." of "3.5": wait
+        self._ready += pending[:cut]
+        self._partial = pending[cut:]
+        self._changed.set()
+
+    def flush(self) -> None:
+        self._ready += self._partial
+        self._partial = ""
+        self._changed.set()
+
+    def end(self) -> None:
+        self.flush()
+        self._ended = True
+
+    def has_pending_text(self) -> bool:
+        return bool((self._ready + self._partial).strip())
+
+    async def next(self) -> str | None:
+        """The next chunk, waiting for text if needed; ``None`` once ended and exhausted."""
+        while True:
+            if self._ready.strip():
+                limit = self.first_chunk_bytes if self.chunks_given == 0 else self.max_chunk_bytes
+                chunks = chunk_text(self._ready, self.max_chunk_bytes, first_max_bytes=limit)
+                chunk = chunks[0]
+                self._ready = _after(self._ready, chunk)
+                self.chunks_given += 1
+                return chunk
+            if self._ended:
+                return None
+            self._changed.clear()
+            await self._changed.wait()
