@@ -24,7 +24,7 @@ lint: $(STAMP)
 	$(PY) -m ruff check .
 
 typecheck: $(STAMP)
-	$(PY) -m mypy engine scripts
+	$(PY) -m mypy engine batching server observability scripts
 
 unit: $(STAMP)
 	$(PY) -m pytest -q

@@ -78,7 +78,7 @@ class TTSClient:
         self.results: dict[str, StreamResult] = {}
         self.by_stream: dict[int, StreamResult] = {}
         self.errors: list[dict[str, Any]] = []
-        """Errors not tied to an id (malformed messages etc.)."""
+        """Errors not tied to a running request (malformed messages, ids already finished...)."""
         self._reader: asyncio.Task[None] | None = None
         self._ids = itertools.count(1)
         self.closed = asyncio.Event()
@@ -142,7 +142,7 @@ class TTSClient:
     def _on_text(self, data: dict[str, Any]) -> None:
         result = self.results.get(data.get("id") or "")
         kind = data.get("type")
-        if kind == "error" and result is None:
+        if kind == "error" and (result is None or result.done.done()):
             self.errors.append(data)
         elif result is None:
             return

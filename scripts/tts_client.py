@@ -15,7 +15,7 @@ import soundfile as sf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from scripts.client import StreamError, TTSClient  # noqa: E402
+from scripts.client import StreamError, TTSClient
 
 
 async def run(args: argparse.Namespace) -> int:

@@ -73,6 +73,8 @@ class Stream:
         self._in_flight: list[Ticket[SynthesisItem]] = []
         self._fader = CrossFader(int(CROSS_FADE_S * engine.sample_rate))
         self._cancelled = False
+        self._cancel_outcome = "cancelled"
+        self._recorded = False
 
     async def run(self) -> None:
         """Serve the stream to completion; never raises (errors are sent to the client)."""
@@ -83,7 +85,7 @@ class Stream:
             await producer
             await self._finish()
         except asyncio.CancelledError:
-            outcome = "cancelled"
+            outcome = self._cancel_outcome
             raise
         except Exception as exc:
             error = to_protocol_error(exc, self.id)
@@ -96,8 +98,11 @@ class Stream:
                 ticket.cancel()
             self._record(outcome)
 
-    def cancel(self) -> None:
+    def cancel(self, outcome: str = "cancelled") -> None:
+        """Stop at once: queued chunks leave the queue, nothing more is sent. ``outcome`` is what the
+        request is counted as (``cancelled``, or the error code that ended it)."""
         self._cancelled = True
+        self._cancel_outcome = outcome
         for ticket in self._in_flight:
             ticket.cancel()
 
@@ -184,7 +189,14 @@ class Stream:
     def ttfa(self) -> float | None:
         return None if self.first_audio_at is None else self.first_audio_at - self.t0
 
+    def record_cancelled(self) -> None:
+        """For a stream cancelled before its task ever ran (so ``run``'s own bookkeeping never happened)."""
+        self._record(self._cancel_outcome)
+
     def _record(self, outcome: str) -> None:
+        if self._recorded:
+            return
+        self._recorded = True
         latency = time.perf_counter() - self.t0
         self.metrics.request_finished(self.transport, outcome, latency_s=latency, ttfa_s=self.ttfa,
                                       audio_s=self.samples / self.engine.sample_rate)

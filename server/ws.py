@@ -61,10 +61,17 @@ class Connection:
     # Messages --------------------------------------------------------------------------------------
     async def handle_text(self, raw: str) -> None:
         self.last_activity = time.monotonic()
+        message: ClientMessage | None = None
         try:
             message = parse_client_message(raw)
             await self._dispatch(message)
         except ProtocolError as error:
+            # An error naming an open stream ends it: refusing an append but playing on would drop words.
+            stream = self.streams.get(error.request_id or "")
+            if stream is not None:
+                self._cancel(stream.id, outcome=error.code)
+            elif isinstance(message, Synthesize):  # a refused request still counts as a request
+                self.state.metrics.request_finished("ws", error.code)
             await self.send_error(error)
 
     async def _dispatch(self, message: ClientMessage) -> None:
@@ -103,8 +110,8 @@ class Connection:
         rid = request.id
         if state.shutting_down:
             raise ProtocolError("shutting_down", "the server is shutting down; reconnect elsewhere", rid)
-        if rid in self.streams:
-            raise ProtocolError("bad_request", f"id {rid!r} is already open on this socket", rid)
+        if rid in self.streams:  # no id on this error: the open stream of that id is not affected
+            raise ProtocolError("bad_request", f"id {rid!r} is already open on this socket", None)
         if len(self.streams) >= settings.max_streams_per_socket:
             raise ProtocolError("too_many_streams", f"at most {settings.max_streams_per_socket} streams may be "
                                 "open on one socket", rid)
@@ -155,17 +162,18 @@ class Connection:
                             cfg_strength=float(request.cfg_strength),
                             sway_sampling_coef=float(request.sway_sampling_coef), seed=seed)
 
-    def _cancel(self, rid: str) -> None:
+    def _cancel(self, rid: str, outcome: str = "cancelled") -> None:
         """Cancel a stream: its queued chunks leave the queue now and nothing more is sent for it.
         Cancelling an id that is not open (e.g. just finished) is not an error."""
         stream = self.streams.get(rid)
         if stream is not None:
-            stream.cancel()
+            stream.cancel(outcome)
             self.tasks[rid].cancel()
             self._closed(rid, stream)
 
     def _closed(self, rid: str, stream: Stream) -> None:
         if self.streams.get(rid) is stream:
+            stream.record_cancelled()  # no-op unless the stream's task was cancelled before it started
             del self.streams[rid]
             self.tasks.pop(rid, None)
             self.state.active_streams -= 1

@@ -1,0 +1,124 @@
+"""The real ``python -m server`` process: warm before listening, streams, SIGTERM drain, clear failures."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from scripts.client import TTSClient
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def server_env(tiny_cache: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TTS_")}
+    env.update({"TTS_TINY_CACHE_DIR": str(tiny_cache), "TTS_DEFAULT_NFE_STEPS": "4", "TTS_MAX_BATCH_SIZE": "4",
+                "PYTHONUNBUFFERED": "1", **extra})
+    return env
+
+
+@pytest.fixture
+def server_process(tiny_cache: Path, tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], int]]:
+    port = free_port()
+    log = (tmp_path / "server.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "server", "--model", "tiny", "--host", "127.0.0.1", "--port", str(port),
+         "--voices-dir", str(tmp_path / "voices"), "--shutdown-grace-s", "20"],
+        cwd=ROOT, env=server_env(tiny_cache), stdout=log, stderr=subprocess.STDOUT, text=True)
+    yield proc, port
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait(10)
+    log.close()
+
+
+async def wait_ready(proc: subprocess.Popen[str], port: int, timeout: float = 90) -> list[int]:
+    """Poll /readyz until 200; returns every status seen (connection refused is not a status)."""
+    seen: list[int] = []
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as session:
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, "server exited during startup"
+            try:
+                async with session.get(f"http://127.0.0.1:{port}/readyz") as response:
+                    seen.append(response.status)
+                    if response.status == 200:
+                        return seen
+            except aiohttp.ClientConnectionError:
+                pass
+            await asyncio.sleep(0.1)
+    raise AssertionError("server never became ready")
+
+
+async def test_real_process_is_warm_before_it_listens_and_streams(server_process, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    proc, port = server_process
+    seen = await wait_ready(proc, port)
+    assert seen == [200]  # the port opened only once the model was loaded and warm
+    async with TTSClient(f"ws://127.0.0.1:{port}/v1/stream") as client:
+        result = await client.synthesize("Hello from a real process.", seed=1)
+    assert result.end is not None and result.end["samples"] == result.samples > 0
+    async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{port}/metrics") as response:
+        metrics = await response.text()
+    assert 'tts_startup_seconds{phase="warmup"}' in metrics and "tts_ready 1.0" in metrics
+    log = (tmp_path / "server.log").read_text()
+    assert "model loaded" in log and "model warm" in log and "batch_sizes=[1, 2, 4]" in log
+
+
+async def test_sigterm_drains_in_flight_stream(server_process) -> None:  # type: ignore[no-untyped-def]
+    proc, port = server_process
+    await wait_ready(proc, port)
+    text = ("This stream is in flight when the server is told to stop. It has several sentences, so it "
+            "takes a while. The server must let it finish before it exits. And only then close the socket.")
+    async with TTSClient(f"ws://127.0.0.1:{port}/v1/stream") as client:
+        result = await client.start(text, nfe_steps=16)
+        while result.frames == 0:
+            await asyncio.sleep(0.01)
+        proc.send_signal(signal.SIGTERM)
+        async with aiohttp.ClientSession() as session:
+            for _ in range(50):  # readiness drops at once
+                async with session.get(f"http://127.0.0.1:{port}/readyz") as response:
+                    if response.status == 503:
+                        break
+                await asyncio.sleep(0.05)
+            assert response.status == 503
+            async with session.ws_connect(f"ws://127.0.0.1:{port}/v1/stream") as late:
+                assert (await late.receive_json())["code"] == "shutting_down"
+        await result.done
+        assert result.end is not None and result.end["samples"] == result.samples
+        await asyncio.wait_for(client.closed.wait(), 10)
+        assert client.close_code == 1001
+    assert await asyncio.to_thread(proc.wait, 30) == 0
+
+
+@pytest.mark.parametrize(("args", "env", "message"), [
+    (["--ckpt-file", "/nonexistent/model.safetensors"], {},
+     "checkpoint file not found: /nonexistent/model.safetensors"),
+    (["--model", "F5TTS_v1_Base"], {"HF_HUB_OFFLINE": "1"}, "cannot fetch F5TTS_v1_Base/model_1250000.safetensors"),
+    (["--model", "F5TTS_v9"], {}, "unknown model 'F5TTS_v9'"),
+])
+def test_startup_failure_is_one_clear_line_and_exit_1(tiny_cache: Path, tmp_path: Path, args: list[str],
+                                                      env: dict[str, str], message: str) -> None:
+    argv = [sys.executable, "-m", "server", "--model", "tiny", "--port", str(free_port()),
+            "--voices-dir", str(tmp_path / "v"), *args]
+    proc = subprocess.run(argv, cwd=ROOT, env=server_env(tiny_cache, HF_HOME=str(tmp_path / "hf"), **env),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and message in errors[0], proc.stderr
+    assert "Traceback" not in proc.stderr
