@@ -144,7 +144,7 @@ class Engine:
         voice = item.voice
         ref_frames = voice.ref_frames
         gen_bytes = text.nbytes(item.text)
-        speed = 0.3 if gen_bytes < 10 else item.speed  # upstream: very short texts are spoken slowly
+        speed = 0.3 if gen_bytes < text.SHORT_TEXT_BYTES else item.speed  # upstream: short texts go slowly
         estimate = ref_frames + int(ref_frames / text.nbytes(voice.ref_text) * gen_bytes / speed)
         cond_frames = voice.mel.shape[0] if voice.mel is not None else ref_frames + 1
         return total_frames(cond_frames, len(_tokens(voice.ref_text, item.text)), estimate)

@@ -17,8 +17,10 @@ def test_chunks_reproduce_input_modulo_whitespace(text: str, limit: int) -> None
     assert squash_whitespace("".join(chunks)) == squash_whitespace(text)
     assert all(chunk and chunk == chunk.strip() for chunk in chunks)
     assert all(nbytes(chunk) <= limit for chunk in chunks)
-    if chunks:
-        assert nbytes(chunks[0]) <= min(FIRST_CHUNK_BYTES, limit)
+    if len(chunks) > 1 and nbytes(chunks[0]) > min(FIRST_CHUNK_BYTES, limit):
+        # A longer first chunk keeps a sentence or clause whole, or grows a too-short start.
+        head = chunk_text(chunks[0], limit, first_max_bytes=limit)
+        assert len(head) == 1
 
 
 @settings(max_examples=100, deadline=None)
@@ -39,13 +41,23 @@ def test_first_chunk_is_short_and_later_chunks_are_long() -> None:
 
 
 def test_sentence_boundaries_are_preferred() -> None:
-    chunks = chunk_text("One. Two three four five six seven eight nine ten eleven twelve. Three.", 70)
-    assert chunks == ["One.", "Two three four five six seven eight nine ten eleven twelve. Three."]
+    chunks = chunk_text("One, two, three. Four five six seven eight nine ten eleven twelve. Thirteen.", 70)
+    assert chunks == ["One, two, three.", "Four five six seven eight nine ten eleven twelve. Thirteen."]
+    # A first sentence too short to voice well on its own takes the next one along.
+    assert chunk_text("Hi. How are you doing today? I hope the weather is fine where you are.", 80) == [
+        "Hi. How are you doing today?", "I hope the weather is fine where you are."]
 
 
 def test_cjk_punctuation_splits_without_spaces() -> None:
     chunks = chunk_text("你好。我是一个测试。今天天气很好，我们去公园散步吧！", 30)
     assert chunks == ["你好。我是一个测试。", "今天天气很好，", "我们去公园散步吧！"]
+
+
+def test_first_chunk_never_cuts_a_sentence_between_words() -> None:
+    sentence = "The quick brown fox jumps over the lazy dog near the quiet river bank."  # 72 bytes > 60
+    assert chunk_text(sentence + " Next one.", 200) == [sentence, "Next one."]
+    assert chunk_text("Right, the quick brown fox jumps over the lazy dog, near the quiet river.", 200) == [
+        "Right, the quick brown fox jumps over the lazy dog,", "near the quiet river."]
 
 
 def test_long_word_is_split_hard() -> None:
