@@ -61,12 +61,13 @@ def test_empty_transcript(engine: Engine) -> None:
         engine.prepare_voice("x", encode(*english_clip(1.0)), "  ")
 
 
-@pytest.mark.parametrize(("fmt", "subtype"), [("FLAC", "PCM_16"), ("OGG", "VORBIS"), ("WAV", "PCM_16")])
+@pytest.mark.parametrize(("fmt", "subtype"), [("FLAC", "PCM_16"), ("OGG", "VORBIS"), ("WAV", "PCM_16"),
+                                             ("MP3", "MPEG_LAYER_III")])
 def test_common_formats_and_stereo_decode(engine: Engine, fmt: str, subtype: str) -> None:
     mono, rate = english_clip(1.0)
     stereo = np.stack([mono, mono * 0.5], axis=1)
     voice = engine.prepare_voice("x", encode(stereo, rate, fmt, subtype), EN_TRANSCRIPT)
-    assert voice.audio.shape[0] == 1 and abs(voice.seconds - 1.0) < 0.01
+    assert voice.audio.shape[0] == 1 and abs(voice.seconds - 1.0) < 0.1  # mp3 pads a frame or so
 
 
 def test_long_reference_is_clipped(engine: Engine) -> None:

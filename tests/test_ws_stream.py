@@ -161,3 +161,11 @@ async def test_metrics_count_requests_and_audio(live_en: LiveServer) -> None:
     assert live_en.metric("tts_request_latency_seconds_count", transport="ws") == 1
     assert live_en.metric("tts_time_to_first_audio_seconds_count", transport="ws") == 1
     assert live_en.metric("tts_batch_size_count") >= 1
+
+
+async def test_idle_socket_is_closed(start_server, test_settings) -> None:  # type: ignore[no-untyped-def]
+    live = await start_server(test_settings.replace(idle_timeout_s=0.3))
+    async with TTSClient(live.ws_url) as client:
+        await asyncio.wait_for(client.closed.wait(), 5)
+        assert client.close_code == 1000
+    assert live.state.connections == set()
