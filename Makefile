@@ -7,7 +7,9 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install serve test lint typecheck unit bench-engine clean
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: install tools serve test lint typecheck unit bench-engine clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,6 +18,13 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $@
 
 install: $(STAMP)
+
+# Test tools from Debian: promtool (package prometheus) checks the alert rules and the /metrics output.
+tools:
+	@command -v promtool >/dev/null || { \
+		echo "installing promtool (Debian package prometheus)"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
 
 serve: $(STAMP)
 	$(PY) -m server --model tiny --host $(HOST) --port $(PORT)
@@ -26,7 +35,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(PY) -m mypy engine batching server observability scripts
 
-unit: $(STAMP)
+unit: $(STAMP) tools
 	$(PY) -m pytest -q
 
 test: lint typecheck unit

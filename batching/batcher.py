@@ -235,6 +235,11 @@ class MicroBatcher(Generic[ItemT, OutT]):
             self._settle(ticket, ok, value)
         costs = [t.cost for t in live]
         self.observer.batch_done(len(live), seconds, max(costs) * len(costs), sum(costs))
+        log.info("batch", extra={
+            "size": len(live), "seconds": round(seconds, 4), "padded_frames": max(costs) * len(costs),
+            "real_frames": sum(costs), "request_ids": sorted({t.request_id for t in live if t.request_id}),
+            "failed": sum(1 for ok, _ in outcomes if not ok),
+        })
 
     def _compute(self, tickets: Sequence[Ticket[ItemT]]) -> list[Outcome]:
         """Worker thread. On failure, split and retry halves: a poison item fails alone after at most

@@ -5,6 +5,8 @@ Metric names are a fixed contract (dashboards and alert rules use them); labels 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -24,6 +26,7 @@ QUEUE_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0,
 BATCH_SIZE_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
 BATCH_SECONDS_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
 RTF_BUCKETS = (0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 5.0)
+TRANSPORTS = ("ws", "http", "runpod")
 RATIO_BUCKETS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0)
 
 
@@ -31,7 +34,7 @@ class Metrics:
     """Every metric the server exports. Also the batcher's ``BatchObserver``."""
 
     def __init__(self, registry: CollectorRegistry | None = None, latency_budget_s: float = 3.0,
-                 process_collectors: bool = True) -> None:
+                 process_collectors: bool = True, transports: tuple[str, ...] = TRANSPORTS) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         self.latency_budget_s = latency_budget_s
         r = self.registry
@@ -70,7 +73,22 @@ class Metrics:
                                           registry=r)
         self.gpu_memory_reserved = Gauge("tts_gpu_memory_reserved_bytes", "torch.cuda.memory_reserved",
                                          registry=r)
+        self.queue_capacity = Gauge("tts_queue_capacity", "Queued chunks at which requests are refused",
+                                    registry=r)
         self.ready.set(0)
+        # Create the labelled series up front so dashboards and rate() see zeros rather than nothing.
+        for transport in transports:
+            for labelled in (self.latency, self.ttfa, self.rtf, self.audio_seconds, self.budget_exceeded,
+                             self.inflight):
+                labelled.labels(transport)
+            self.requests.labels(transport, "ok")
+        for reason in ("queue_full", "shutting_down"):
+            self.rejections.labels(reason)
+
+    def watch_gpu_memory(self, allocated: Callable[[], float], reserved: Callable[[], float]) -> None:
+        """Export GPU memory read at scrape time (the caller passes torch.cuda's functions)."""
+        self.gpu_memory_allocated.set_function(allocated)
+        self.gpu_memory_reserved.set_function(reserved)
 
     # -- request lifecycle ----------------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import numpy as np
+import torch
 from aiohttp import WSCloseCode, web
 from prometheus_client import CollectorRegistry
 
@@ -30,8 +31,7 @@ VERSION = "0.1.0"
 def create_app(settings: Settings, registry: CollectorRegistry | None = None) -> web.Application:
     app = web.Application(middlewares=[auth_middleware(settings.api_key)],
                           client_max_size=settings.max_upload_bytes)
-    metrics = Metrics(registry, latency_budget_s=settings.latency_budget_s,
-                      process_collectors=registry is None)
+    metrics = Metrics(registry, latency_budget_s=settings.latency_budget_s)
     app[STATE] = AppState(settings=settings, metrics=metrics)
     add_routes(app)
     app.router.add_get("/v1/stream", stream_handler)
@@ -60,6 +60,11 @@ async def runtime(app: web.Application) -> AsyncIterator[None]:
                         batcher.call_in_worker)
     await voices.load()
     state.engine, state.batcher, state.voices = engine, batcher, voices
+    metrics.queue_capacity.set(settings.max_queue)
+    if engine.device.type == "cuda":
+        device = engine.device
+        metrics.watch_gpu_memory(lambda: torch.cuda.memory_allocated(device),
+                                 lambda: torch.cuda.memory_reserved(device))
     metrics.build_info.info({"model": settings.model, "device": str(engine.device), "version": VERSION,
                              "dtype": str(engine.dtype).removeprefix("torch.")})
     total = time.perf_counter() - started
