@@ -1,0 +1,108 @@
+#!/usr/bin/env python3
+"""P5: latency of a Prometheus scrape of /metrics while the batcher is saturated. JSON to stdout.
+
+    python scripts/bench_scrape.py --model tiny --clients 24 --scrapes 200
+
+Runs the server app on a free port (same startup as ``python -m server``), keeps ``--clients``
+WebSocket clients sending paragraphs back to back so the queue never empties, and meanwhile scrapes
+``/metrics`` every ``--interval-ms``. Goal: p99 <= 50 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import socket
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+from aiohttp import web
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from scripts.client import TTSClient
+from server.app import create_app
+from server.settings import Settings
+from server.state import STATE
+
+PARAGRAPH = ("The queue must stay full for this measurement. Each client sends this paragraph again as soon "
+             "as the last one finished, so batches run back to back while metrics are scraped.")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def measure(args: argparse.Namespace) -> dict[str, object]:
+    port = free_port()
+    settings = Settings(model=args.model, device=args.device, host="127.0.0.1", port=port, voices_dir="",
+                        log_level="warning", max_batch_size=args.max_batch_size)
+    app = create_app(settings)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    state = app[STATE]
+    stop = asyncio.Event()
+
+    async def client_loop() -> None:
+        async with TTSClient(f"ws://127.0.0.1:{port}/v1/stream") as client:
+            while not stop.is_set():
+                await client.synthesize(PARAGRAPH, nfe_steps=args.nfe_steps)
+
+    clients = [asyncio.create_task(client_loop()) for _ in range(args.clients)]
+    latencies, depths, sizes = [], [], []
+    try:
+        async with aiohttp.ClientSession() as session:
+            await asyncio.sleep(args.ramp_s)
+            for _ in range(args.scrapes):
+                started = time.perf_counter()
+                async with session.get(f"http://127.0.0.1:{port}/metrics") as response:
+                    body = await response.read()
+                latencies.append(time.perf_counter() - started)
+                assert response.status == 200 and b"tts_queue_depth" in body
+                assert state.batcher is not None
+                depths.append(state.batcher.queued)
+                sizes.append(len(body))
+                await asyncio.sleep(args.interval_ms / 1000)
+    finally:
+        stop.set()
+        for task in clients:
+            task.cancel()
+        await asyncio.gather(*clients, return_exceptions=True)
+        await runner.cleanup()
+    ordered = sorted(latencies)
+
+    def pct(q: float) -> float:
+        return round(1000 * ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))], 2)
+
+    return {
+        "model": args.model, "clients": args.clients, "scrapes": len(latencies),
+        "scrape_ms": {"p50": pct(50), "p95": pct(95), "p99": pct(99), "max": round(1000 * ordered[-1], 2)},
+        "queue_depth_during": {"min": min(depths), "median": statistics.median(depths), "max": max(depths)},
+        "scrape_bytes": statistics.median(sizes), "goal": "p99 <= 50 ms",
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="tiny")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--clients", type=int, default=24)
+    parser.add_argument("--max-batch-size", type=int, default=16)
+    parser.add_argument("--nfe-steps", type=int, default=32)
+    parser.add_argument("--scrapes", type=int, default=200)
+    parser.add_argument("--interval-ms", type=float, default=50)
+    parser.add_argument("--ramp-s", type=float, default=3.0)
+    args = parser.parse_args()
+    print(json.dumps(asyncio.run(measure(args)), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
