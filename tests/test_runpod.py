@@ -1,0 +1,194 @@
+"""The RunPod worker in the SDK's own local modes (--test_input, --rp_serve_api), with the tiny model."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+
+from server.runpod_worker import InputError, Worker, local_test_mode, parse_job_input
+from server.settings import Settings
+from tests.audio import EN_TRANSCRIPT, encode, english_clip
+from tests.test_process import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def worker_env(tiny_cache: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TTS_", "RUNPOD_"))}
+    env.update({"TTS_MODEL": "tiny", "TTS_TINY_CACHE_DIR": str(tiny_cache), "TTS_VOICES_DIR": "",
+                "TTS_DEFAULT_NFE_STEPS": "4", "TTS_MAX_BATCH_SIZE": "8", "TTS_LOG_FORMAT": "json", **extra})
+    return env
+
+
+def run_test_input(tiny_cache: Path, tmp_path: Path, job_input: dict[str, Any], **env: str) -> tuple[int, str]:
+    proc = subprocess.run([sys.executable, "-m", "server.runpod_worker", "--test_input",
+                           orjson.dumps({"input": job_input}).decode()],
+                          cwd=tmp_path, env={**worker_env(tiny_cache, **env), "PYTHONPATH": str(ROOT)},
+                          capture_output=True, text=True, timeout=180)
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+def test_test_input_mode_returns_real_audio(tiny_cache: Path, tmp_path: Path) -> None:
+    code, output = run_test_input(tiny_cache, tmp_path, {"text": "Hello from a serverless job.", "seed": 5})
+    assert code == 0, output[-3000:]
+    assert "Job local_test completed successfully." in output
+    assert "Job result: {'output': [{'seq': 0, 'audio_b64': '" in output  # (the SDK truncates this line)
+    summary = next(orjson.loads(x) for x in output.splitlines() if x.startswith("{") and '"job result"' in x)
+    assert summary["done"] is True and summary["samples"] == summary["audio_bytes"] // 2 > 0
+    assert summary["seed"] == 5 and summary["sample_rate"] == 24_000
+
+
+def test_test_input_mode_bad_input_fails_clearly(tiny_cache: Path, tmp_path: Path) -> None:
+    code, output = run_test_input(tiny_cache, tmp_path, {"text": "Hi.", "voice": "nobody"})
+    assert code == 1
+    assert "unknown_voice: no voice 'nobody'" in output
+
+
+def test_load_failure_exits_1_with_the_cause(tiny_cache: Path, tmp_path: Path) -> None:
+    code, output = run_test_input(tiny_cache, tmp_path, {"text": "Hi."}, TTS_CKPT_FILE="/nonexistent/x.pt")
+    assert code == 1
+    errors = [x for x in output.splitlines() if x.startswith("error:")]
+    assert errors == ["error: cannot start: checkpoint file not found: /nonexistent/x.pt"]
+
+
+@pytest.fixture
+def api_worker(tiny_cache: Path, tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    port = free_port()
+    log = tmp_path / "worker.log"
+    with log.open("w") as sink:
+        proc = subprocess.Popen([sys.executable, "-m", "server.runpod_worker", "--rp_serve_api", "--rp_api_port",
+                                 str(port), "--rp_api_host", "127.0.0.1"], cwd=tmp_path,
+                                env={**worker_env(tiny_cache), "PYTHONPATH": str(ROOT)}, stdout=sink, stderr=sink)
+        try:
+            yield f"http://127.0.0.1:{port}", log
+        finally:
+            proc.terminate()
+            proc.wait(30)
+
+
+async def wait_api(base: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as session:
+        while time.monotonic() < deadline:
+            try:
+                async with session.get(base + "/docs") as response:
+                    if response.status == 200:
+                        return
+            except aiohttp.ClientConnectionError:
+                await asyncio.sleep(0.2)
+    raise AssertionError("worker API never came up")
+
+
+def audio_samples(output: list[dict[str, Any]]) -> int:
+    return sum(len(base64.b64decode(item["audio_b64"])) // 2 for item in output if "audio_b64" in item)
+
+
+async def test_serve_api_runsync_concurrent_runs_and_errors(api_worker: tuple[str, Path]) -> None:
+    base, log = api_worker
+    await wait_api(base)
+    async with aiohttp.ClientSession() as session:
+        async with session.post(base + "/runsync", json={"input": {"text": "Run me synchronously.", "seed": 1}}) as r:
+            body = await r.json()
+        assert body["status"] == "COMPLETED"
+        assert body["output"][-1]["done"] and body["output"][-1]["samples"] == audio_samples(body["output"]) > 0
+
+        ids = []
+        for i in range(8):
+            async with session.post(base + "/run", json={"input": {"text": f"Concurrent job number {i}.",
+                                                                    "seed": i}}) as r:
+                ids.append((await r.json())["id"])
+
+        async def status(job_id: str) -> dict[str, Any]:
+            async with session.post(f"{base}/status/{job_id}") as r:
+                return dict(await r.json())
+
+        results = await asyncio.gather(*(status(i) for i in ids))
+        assert all(r["status"] == "COMPLETED" and r["output"][-1]["samples"] > 0 for r in results)
+
+        async with session.post(base + "/runsync", json={"input": {"text": "", "voice": 5}}) as r:
+            bad = await r.json()
+        # The SDK's local API reports a generator's error item as output (its production path fails the job).
+        assert bad["output"] == [{"error": "input.text must be a non-empty string"}]
+        async with session.post(base + "/runsync", json={"input": {"text": "Still serving."}}) as r:
+            assert (await r.json())["status"] == "COMPLETED"
+    batches = [orjson.loads(line) for line in log.read_text().splitlines()
+               if line.startswith("{") and '"msg":"batch"' in line]
+    assert max(b["size"] for b in batches) > 1  # concurrent jobs shared model batches
+
+
+@pytest.mark.parametrize(("data", "message"), [
+    (None, "JSON object"),
+    ({"text": "hi", "colour": 1}, "unknown input field(s): colour"),
+    ({"text": "   "}, "non-empty string"),
+    ({"text": "x" * 101}, "limit is 100"),
+    ({"text": "hi", "speed": "fast"}, "input.speed must be a number"),
+    ({"text": "hi", "nfe_steps": 1.5}, "input.nfe_steps must be an integer"),
+    ({"text": "hi", "seed": True}, "input.seed must be an integer"),
+    ({"text": "hi", "speed": 9}, "between 0.25 and 4.0"),
+    ({"text": "hi", "format": "mp3"}, "'pcm' or 'wav'"),
+    ({"text": "hi", "voice": {"audio_b64": "!!!", "transcript": "x"}}, "audio_b64"),
+    ({"text": "hi", "voice": 3}, "voice id or"),
+])
+def test_input_validation(data: Any, message: str) -> None:
+    with pytest.raises(InputError) as info:
+        parse_job_input(data, max_text_chars=100)
+    assert message in str(info.value)
+
+
+def test_local_mode_detection() -> None:
+    assert local_test_mode(["w", "--test_input", "{}"], {"RUNPOD_WEBHOOK_GET_JOB": "x"})
+    assert local_test_mode(["w"], {})  # no RunPod job URL: the SDK reads test_input.json
+    assert not local_test_mode(["w", "--rp_serve_api"], {})
+    assert not local_test_mode(["w"], {"RUNPOD_WEBHOOK_GET_JOB": "https://api.runpod.ai/v2/x/job-take/$ID"})
+
+
+@pytest.fixture(scope="module")
+def worker(tiny_cache: Path) -> Worker:
+    return Worker.boot(Settings(model="tiny", device="cpu", tiny_cache_dir=str(tiny_cache), voices_dir="",
+                                warmup=False, default_nfe_steps=4))
+
+
+def test_inline_voice_and_wav_format(worker: Worker) -> None:
+    audio = base64.b64encode(encode(*english_clip(1.0))).decode()
+    job = {"id": "j1", "input": {"text": "Inline voice.", "voice": {"audio_b64": audio, "transcript": EN_TRANSCRIPT},
+                                 "format": "wav", "seed": 2}}
+
+    async def run() -> list[dict[str, Any]]:
+        items = [item async for item in worker.stream(job)]
+        await worker.batcher.close()
+        return items
+
+    items = asyncio.run(run())
+    assert items[-1]["done"] and all(base64.b64decode(i["audio_b64"])[:4] == b"RIFF" for i in items[:-1])
+
+
+def test_cancelled_job_leaves_nothing_queued(tiny_cache: Path) -> None:
+    worker = Worker.boot(Settings(model="tiny", device="cpu", tiny_cache_dir=str(tiny_cache), voices_dir="",
+                                  warmup=False, default_nfe_steps=8, max_batch_size=1))
+    long_text = "A long job that will be cancelled. " * 20
+
+    async def run() -> tuple[int, int]:
+        jobs = [worker.stream({"id": f"j{i}", "input": {"text": long_text}}) for i in range(3)]
+        firsts = await asyncio.gather(*(job.__anext__() for job in jobs))  # each job is streaming now
+        assert all("audio_b64" in f for f in firsts)
+        queued_before = worker.batcher.queued
+        for job in jobs:  # what RunPod does on cancel: the job's task is cancelled, the generator closed
+            await job.aclose()
+        await asyncio.sleep(0.05)
+        queued_after = worker.batcher.queued
+        await worker.batcher.close()
+        return queued_before, queued_after
+
+    before, after = asyncio.run(run())
+    assert before > 0 and after == 0
