@@ -19,12 +19,17 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
-# Test tools from Debian: promtool (package prometheus) checks the alert rules and the /metrics output.
+# Test tools from Debian: promtool (package prometheus) checks the alert rules and the /metrics output;
+# shellcheck checks the container's start script. (hadolint comes from PyPI with the dev extras.)
+DEBIAN_TOOLS := promtool:prometheus shellcheck:shellcheck
 tools:
-	@command -v promtool >/dev/null || { \
-		echo "installing promtool (Debian package prometheus)"; \
+	@missing=""; for pair in $(DEBIAN_TOOLS); do \
+		command -v "$${pair%%:*}" >/dev/null || missing="$$missing $${pair#*:}"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:$$missing"; \
 		$(SUDO) apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
 
 serve: $(STAMP)
 	$(PY) -m server --model tiny --host $(HOST) --port $(PORT)
