@@ -18,6 +18,7 @@ from batching import MicroBatcher
 from engine import Engine, SynthesisItem, warmup_batch_sizes
 from observability import Metrics
 from server.auth import auth_middleware
+from server.openai_api import routes as openai_routes
 from server.routes import add_routes
 from server.settings import Settings
 from server.state import STATE, AppState
@@ -34,6 +35,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     metrics = Metrics(registry, latency_budget_s=settings.latency_budget_s)
     app[STATE] = AppState(settings=settings, metrics=metrics)
     add_routes(app)
+    app.router.add_routes(openai_routes)
     app.router.add_get("/v1/stream", stream_handler)
     app.cleanup_ctx.append(runtime)
     return app
@@ -102,7 +104,8 @@ async def drain(app: web.Application) -> None:
 async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
     """Run until SIGTERM/SIGINT (or ``stop``). Startup errors propagate to the caller."""
     app = create_app(settings)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    # handler_cancellation: a client that disconnects cancels its HTTP handler, which drops its queued chunks.
+    runner = web.AppRunner(app, handle_signals=False, access_log=None, handler_cancellation=True)
     await runner.setup()  # runs `runtime` up to its yield: the model is loaded and warm after this
     try:
         site = web.TCPSite(runner, settings.host, settings.port)

@@ -36,7 +36,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import orjson
 import soundfile as sf
 
 from batching import MicroBatcher
@@ -44,8 +43,8 @@ from engine import Engine, EngineError, SynthesisItem, Voice, warmup_batch_sizes
 from engine.synthesis import CFG_RANGE, NFE_RANGE, SPEED_RANGE, SWAY_RANGE
 from observability import Metrics
 from observability.logs import configure_logging
-from server.protocol import FRAME_HEADER
 from server.settings import Settings, load_settings
+from server.sinks import AudioEvent, EndEvent, EventSink
 from server.stream import Stream, StreamParams
 from server.textfeed import TextFeed
 from server.voices import VoiceStore
@@ -120,32 +119,13 @@ def parse_job_input(data: Any, max_text_chars: int) -> JobRequest:
     )
 
 
-class JobSink:
-    """Turns a Stream's protocol messages into RunPod output items."""
-
-    def __init__(self, fmt: str, sample_rate: int, seed: int) -> None:
-        self.format = fmt
-        self.sample_rate = sample_rate
-        self.seed = seed
-        self.items: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-
-    async def send_bytes(self, data: bytes) -> None:
-        _, seq = FRAME_HEADER.unpack_from(data)
-        pcm = data[FRAME_HEADER.size:]
-        if self.format == "wav":
-            buffer = io.BytesIO()
-            sf.write(buffer, np.frombuffer(pcm, dtype="<i2"), self.sample_rate, format="WAV", subtype="PCM_16")
-            pcm = buffer.getvalue()
-        await self.items.put({"seq": seq, "audio_b64": base64.b64encode(pcm).decode(), "format": self.format,
-                              "sample_rate": self.sample_rate})
-
-    async def send_text(self, data: str) -> None:
-        message = orjson.loads(data)
-        if message["type"] == "audio_end":
-            await self.items.put({"done": True, "seed": self.seed, "sample_rate": self.sample_rate,
-                                  **{k: message[k] for k in ("samples", "chunks", "ttfa_ms", "latency_ms", "rtf")}})
-        elif message["type"] == "error":
-            await self.items.put({"error": f"{message['code']}: {message['message']}"})
+def output_item(event: AudioEvent, fmt: str, sample_rate: int) -> dict[str, Any]:
+    pcm = event.pcm
+    if fmt == "wav":  # each streamed piece a complete, playable file
+        buffer = io.BytesIO()
+        sf.write(buffer, np.frombuffer(pcm, dtype="<i2"), sample_rate, format="WAV", subtype="PCM_16")
+        pcm = buffer.getvalue()
+    return {"seq": event.seq, "audio_b64": base64.b64encode(pcm).decode(), "format": fmt, "sample_rate": sample_rate}
 
 
 class Worker:
@@ -228,16 +208,22 @@ class Worker:
             return
         seed = request.seed if request.seed is not None else random.randrange(2**31)
         params = StreamParams(voice, request.speed, nfe, request.cfg_strength, request.sway_sampling_coef, seed)
-        sink = JobSink(request.format, self.engine.sample_rate, seed)
+        sink = EventSink()
         feed = TextFeed.complete(request.text, self.engine.chunk_limit(voice, request.speed))
         stream = Stream(str(job.get("id", "job")), 1, params, feed, self.engine, self.batcher, sink, self.metrics,
                         transport="runpod", retry_until_s=self.settings.queue_timeout_s)
         task = asyncio.create_task(stream.run())
         try:
             while True:
-                item = await sink.items.get()
-                yield item
-                if "done" in item or "error" in item:
+                event = await sink.next()
+                if isinstance(event, AudioEvent):
+                    yield output_item(event, request.format, self.engine.sample_rate)
+                elif isinstance(event, EndEvent):
+                    yield {"done": True, "seed": seed, "sample_rate": self.engine.sample_rate,
+                           **{k: event.info[k] for k in ("samples", "chunks", "ttfa_ms", "latency_ms", "rtf")}}
+                    return
+                else:
+                    yield {"error": f"{event.code}: {event.message}"}
                     return
         finally:  # job cancelled (or the consumer went away): drop this job's queued chunks now
             if not task.done():

@@ -89,7 +89,7 @@ async def start_server() -> AsyncIterator[Callable[..., Awaitable[LiveServer]]]:
     async def start(settings: Settings) -> LiveServer:
         registry = CollectorRegistry()
         app = create_app(settings, registry=registry)
-        server = TestServer(app, host="127.0.0.1")
+        server = TestServer(app, host="127.0.0.1", handler_cancellation=True)
         await server.start_server()
         servers.append(server)
         return LiveServer(server, app, registry)

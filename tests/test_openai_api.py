@@ -1,0 +1,219 @@
+"""The OpenAI-compatible speech API, driven by the official ``openai`` package against the live server."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import threading
+from collections.abc import Sequence
+
+import aiohttp
+import numpy as np
+import openai
+import orjson
+import pytest
+import soundfile as sf
+
+from engine import SynthesisItem
+from scripts.client import TTSClient
+from tests.conftest import LiveServer, upload_voice
+
+TEXT = "Hello from the OpenAI compatible endpoint."
+
+
+def client_for(live: LiveServer, api_key: str = "unused") -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(base_url=live.url("/v1"), api_key=api_key, max_retries=0)
+
+
+def decode(data: bytes, fmt: str) -> tuple[np.ndarray, int]:
+    if fmt == "pcm":
+        return np.frombuffer(data, dtype="<i2").astype(np.float32) / 32767, 24_000
+    samples, rate = sf.read(io.BytesIO(data), dtype="float32")
+    return samples, rate
+
+
+@pytest.mark.parametrize("fmt", ["wav", "pcm", "flac", "mp3", "opus"])
+async def test_non_streaming_each_format(live_en: LiveServer, fmt: str) -> None:
+    async with client_for(live_en) as client:
+        response = await client.audio.speech.create(model="tts-1", voice="en", input=TEXT,
+                                                    response_format=fmt,  # type: ignore[arg-type]
+                                                    extra_body={"seed": 3, "nfe_steps": 4})
+        data = response.content
+    samples, rate = decode(data, fmt)
+    assert rate == 24_000 and len(samples) / rate > 0.5
+
+
+@pytest.mark.parametrize("fmt", ["wav", "pcm", "mp3", "opus", "flac"])
+async def test_streaming_each_format(live_en: LiveServer, fmt: str) -> None:
+    async with client_for(live_en) as client, client.audio.speech.with_streaming_response.create(
+            model="tts-1", voice="en", input=TEXT + " And a second sentence to make two chunks.",
+            response_format=fmt, extra_body={"seed": 4, "nfe_steps": 4}) as response:  # type: ignore[arg-type]
+        assert response.headers["content-type"].startswith("audio/")
+        parts = [part async for part in response.iter_bytes()]
+    samples, rate = decode(b"".join(parts), fmt)
+    assert rate == 24_000 and len(samples) / rate > 0.5
+
+
+async def test_wav_and_pcm_equal_the_websocket_audio(live_en: LiveServer) -> None:
+    async with TTSClient(live_en.ws_url) as ws:
+        reference = await ws.synthesize(TEXT, voice="en", seed=9, nfe_steps=4)
+    async with client_for(live_en) as client:
+        pcm = (await client.audio.speech.create(model="tts-1", voice="en", input=TEXT, response_format="pcm",
+                                                extra_body={"seed": 9, "nfe_steps": 4})).content
+        wav = (await client.audio.speech.create(model="tts-1", voice="en", input=TEXT, response_format="wav",
+                                                extra_body={"seed": 9, "nfe_steps": 4})).content
+    assert pcm == bytes(reference.pcm)
+    assert sf.read(io.BytesIO(wav), dtype="int16")[0].tobytes() == pcm
+
+
+async def test_sse_stream(live_en: LiveServer) -> None:
+    async with aiohttp.ClientSession() as session, session.post(live_en.url("/v1/audio/speech"), json={
+            "model": "tts-1", "voice": "en", "input": TEXT, "response_format": "pcm", "stream_format": "sse",
+            "seed": 9, "nfe_steps": 4}) as response:
+        assert response.status == 200 and response.headers["Content-Type"] == "text/event-stream"
+        events = [orjson.loads(line[6:]) for line in (await response.text()).split("\n\n") if line.startswith("data: ")]
+    assert events[-1]["type"] == "speech.audio.done" and events[-1]["usage"]["output_tokens"] > 0
+    deltas = events[:-1]
+    assert deltas and all(e["type"] == "speech.audio.delta" for e in deltas)
+    audio = b"".join(base64.b64decode(e["audio"]) for e in deltas)
+    assert len(audio) // 2 == events[-1]["usage"]["output_tokens"]
+
+
+async def test_sse_through_the_sdk(live_en: LiveServer) -> None:
+    async with client_for(live_en) as client, client.audio.speech.with_streaming_response.create(
+            model="tts-1", voice="en", input=TEXT, response_format="pcm", stream_format="sse",
+            extra_body={"nfe_steps": 4}) as response:
+        text = await response.text()
+    assert "speech.audio.delta" in text and "speech.audio.done" in text
+
+
+async def test_models_listing(live_en: LiveServer) -> None:
+    async with client_for(live_en) as client:
+        models = [m.id async for m in client.models.list()]
+    assert models[0] == "tiny" and "tts-1" in models
+
+
+@pytest.mark.parametrize(("kwargs", "status", "code"), [
+    ({"voice": "nobody"}, 400, "voice_not_found"),
+    ({"response_format": "ogg"}, 400, "invalid_response_format"),
+    ({"speed": 5.0}, 400, "invalid_speed"),
+    ({"speed": 0.1}, 400, "invalid_speed"),
+    ({"input": ""}, 400, "invalid_input"),
+    ({"input": "☃☃☃"}, 400, "invalid_input"),
+    ({"model": "whisper-1"}, 400, "model_not_found"),
+    ({"input": "x" * 5001}, 413, "input_too_long"),
+])
+async def test_errors_have_openai_shape(live_en: LiveServer, kwargs: dict, status: int, code: str) -> None:  # type: ignore[type-arg]
+    args = {"model": "tts-1", "voice": "en", "input": "Hello.", **kwargs}
+    async with client_for(live_en) as client:
+        with pytest.raises(openai.APIStatusError) as info:
+            await client.audio.speech.create(**args)
+    assert info.value.status_code == status
+    body = info.value.body
+    assert isinstance(body, dict) and body["code"] == code and body["message"] and body["type"]
+
+
+async def test_unknown_parameter_and_bad_json(live_en: LiveServer) -> None:
+    async with aiohttp.ClientSession() as session:
+        async with session.post(live_en.url("/v1/audio/speech"), data=b"{nope") as r:
+            assert r.status == 400 and (await r.json())["error"]["code"] == "invalid_json"
+        async with session.post(live_en.url("/v1/audio/speech"),
+                                json={"model": "tts-1", "input": "Hi.", "colour": "red"}) as r:
+            assert r.status == 400 and (await r.json())["error"]["param"] == "colour"
+
+
+async def test_auth(start_server, test_settings) -> None:  # type: ignore[no-untyped-def]
+    live = await start_server(test_settings.replace(api_key="s3cret"))
+    await upload_voice(live, api_key="s3cret")
+    async with client_for(live, api_key="wrong") as client:
+        with pytest.raises(openai.AuthenticationError) as info:
+            await client.audio.speech.create(model="tts-1", voice="en", input="Hi.")
+        assert info.value.status_code == 401
+    async with client_for(live, api_key="s3cret") as client:
+        data = (await client.audio.speech.create(model="tts-1", voice="en", input="Authorised speech.",
+                                                 response_format="wav", extra_body={"nfe_steps": 2})).content
+        assert data[:4] == b"RIFF"
+        models = [m.id async for m in client.models.list()]
+        assert models[0] == "tiny"
+
+
+async def test_queue_full_is_429_with_retry_after(start_server, test_settings, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    live = await start_server(test_settings.replace(max_queue=1))
+    await upload_voice(live)
+    engine = live.state.engine
+    assert engine is not None
+    gate, entered = threading.Event(), threading.Event()
+    original = engine.synthesize
+
+    def gated(items: Sequence[SynthesisItem]) -> list[np.ndarray]:
+        entered.set()
+        gate.wait(20)
+        return original(items)
+
+    monkeypatch.setattr(engine, "synthesize", gated)
+    async with client_for(live) as client:
+        first = asyncio.create_task(client.audio.speech.create(model="tts-1", voice="en", input="One.",
+                                                               response_format="pcm"))
+        assert await asyncio.to_thread(entered.wait, 10)
+        second = asyncio.create_task(client.audio.speech.create(model="tts-1", voice="en", input="Two.",
+                                                                response_format="pcm"))
+        await asyncio.sleep(0.2)
+        with pytest.raises(openai.RateLimitError) as info:
+            await client.audio.speech.create(model="tts-1", voice="en", input="Three.")
+        assert int(info.value.response.headers["Retry-After"]) >= 1
+        gate.set()
+        assert len((await first).content) > 0 and len((await second).content) > 0
+
+
+async def test_http_and_ws_requests_share_batches(live_en: LiveServer, caplog: pytest.LogCaptureFixture,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    import logging
+
+    caplog.set_level(logging.INFO, logger="batching.batcher")
+    engine = live_en.state.engine
+    assert engine is not None
+    gate, entered = threading.Event(), threading.Event()
+    original = engine.synthesize
+
+    def gated(items: Sequence[SynthesisItem]) -> list[np.ndarray]:
+        entered.set()
+        gate.wait(20)
+        return original(items)
+
+    monkeypatch.setattr(engine, "synthesize", gated)
+    async with client_for(live_en) as client, TTSClient(live_en.ws_url) as ws:
+        blocker = await ws.start("Keeps the model busy.", id="blocker", voice="en")
+        assert await asyncio.to_thread(entered.wait, 10)
+        http = asyncio.create_task(client.audio.speech.create(model="tts-1", voice="en", input="From HTTP.",
+                                                              response_format="pcm"))
+        socket = await ws.start("From the socket.", id="ws-side", voice="en")
+        while live_en.metric("tts_queue_depth") < 2:
+            await asyncio.sleep(0.01)
+        gate.set()
+        await asyncio.gather(http, socket.done, blocker.done)
+    mixed = [r for r in caplog.records if r.getMessage() == "batch"
+             and any(i.startswith("http-") for i in r.request_ids)  # type: ignore[attr-defined]
+             and "ws-side" in r.request_ids]  # type: ignore[attr-defined]
+    assert mixed, "no batch carried both an HTTP and a WebSocket request"
+    assert live_en.metric("tts_requests_total", transport="http", outcome="ok") == 1
+
+
+async def test_client_disconnect_cancels_queued_chunks(live_en: LiveServer) -> None:
+    long_text = "This request will be abandoned by its client long before it could finish. " * 8
+    async with aiohttp.ClientSession() as session:
+        request = asyncio.create_task(session.post(live_en.url("/v1/audio/speech"), json={
+            "model": "tts-1", "voice": "en", "input": long_text, "response_format": "pcm", "nfe_steps": 16}))
+        for _ in range(250):
+            if live_en.state.active_streams:
+                break
+            await asyncio.sleep(0.02)
+        assert live_en.state.active_streams == 1
+        request.cancel()
+    for _ in range(200):
+        if live_en.state.active_streams == 0 and live_en.metric("tts_queue_depth") == 0:
+            break
+        await asyncio.sleep(0.02)
+    assert live_en.state.active_streams == 0 and live_en.metric("tts_queue_depth") == 0
+    assert live_en.metric("tts_inflight_requests", transport="http") == 0
+    assert live_en.metric("tts_requests_total", transport="http", outcome="cancelled") == 1
