@@ -13,19 +13,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import socket
 import statistics
 import sys
 import time
 from pathlib import Path
 
 import aiohttp
-from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from scripts.client import TTSClient
-from server.app import create_app
+from server.app import create_app, start_site
 from server.settings import Settings
 from server.state import STATE
 
@@ -33,20 +31,11 @@ PARAGRAPH = ("The queue must stay full for this measurement. Each client sends t
              "as the last one finished, so batches run back to back while metrics are scraped.")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 async def measure(args: argparse.Namespace) -> dict[str, object]:
-    port = free_port()
-    settings = Settings(model=args.model, device=args.device, host="127.0.0.1", port=port, voices_dir="",
+    settings = Settings(model=args.model, device=args.device, host="127.0.0.1", port=0, voices_dir="",
                         log_level="warning", max_batch_size=args.max_batch_size)
     app = create_app(settings)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
+    runner, port = await start_site(app, settings.host, 0)
     state = app[STATE]
     stop = asyncio.Event()
 

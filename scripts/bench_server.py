@@ -18,20 +18,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import socket
 import statistics
 import sys
 import time
 from pathlib import Path
-
-from aiohttp import web
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from engine import SynthesisItem  # noqa: E402
 from scripts.client import TTSClient  # noqa: E402
-from server.app import create_app  # noqa: E402
+from server.app import create_app, start_site  # noqa: E402
 from server.settings import Settings  # noqa: E402
 from server.state import STATE  # noqa: E402
 
@@ -41,21 +38,12 @@ PARAGRAPH = ("Welcome back. Today we will talk about streaming speech. The serve
              "earlier ones play. That is how a paragraph starts speaking in a fraction of its total time.")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 async def measure(args: argparse.Namespace) -> dict[str, object]:
-    port = free_port()
-    settings = Settings(model=args.model, device=args.device, host="127.0.0.1", port=port, voices_dir="",
+    settings = Settings(model=args.model, device=args.device, host="127.0.0.1", port=0, voices_dir="",
                         log_level="warning")
     app = create_app(settings)
-    runner = web.AppRunner(app, access_log=None)
     started = time.perf_counter()
-    await runner.setup()  # load + warm-up, exactly as `python -m server` does before it listens
-    await web.TCPSite(runner, settings.host, port).start()
+    runner, port = await start_site(app, settings.host, 0)  # load + warm-up, as `python -m server` does
     startup = time.perf_counter() - started
     engine, batcher, voices = app[STATE].serving()
     voice = voices.get("default")

@@ -29,7 +29,8 @@ async def run(args: argparse.Namespace) -> int:
     sf.write(args.output, result.audio(), result.sample_rate, subtype="PCM_16")
     end = result.end or {}
     seconds = result.samples / result.sample_rate
-    print(f"wrote {args.output}: {seconds:.2f} s audio, {end.get('chunks')} chunks; "
+    chunks = end.get("chunks")
+    print(f"wrote {args.output}: {seconds:.2f} s audio, {chunks} chunk{'' if chunks == 1 else 's'}; "
           f"ttfa {1000 * (result.ttfa_s or 0):.0f} ms, latency {1000 * (result.latency_s or 0):.0f} ms, "
           f"rtf {(result.latency_s or 0) / max(seconds, 1e-9):.3f} (server: ttfa {end.get('ttfa_ms')} ms, "
           f"latency {end.get('latency_ms')} ms)")

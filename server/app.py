@@ -101,16 +101,26 @@ async def drain(app: web.Application) -> None:
     log.info("drained", extra={"unfinished_streams": state.active_streams})
 
 
-async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
-    """Run until SIGTERM/SIGINT (or ``stop``). Startup errors propagate to the caller."""
-    app = create_app(settings)
+async def start_site(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:
+    """Run the app's startup (load + warm-up), then listen. Returns the runner and the bound port (port 0
+    picks a free one)."""
     # handler_cancellation: a client that disconnects cancels its HTTP handler, which drops its queued chunks.
     runner = web.AppRunner(app, handle_signals=False, access_log=None, handler_cancellation=True)
     await runner.setup()  # runs `runtime` up to its yield: the model is loaded and warm after this
     try:
-        site = web.TCPSite(runner, settings.host, settings.port)
-        await site.start()
-        log.info("listening", extra={"host": settings.host, "port": settings.port})
+        await web.TCPSite(runner, host, port).start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    return runner, int(runner.addresses[0][1])
+
+
+async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
+    """Run until SIGTERM/SIGINT (or ``stop``). Startup errors propagate to the caller."""
+    app = create_app(settings)
+    runner, port = await start_site(app, settings.host, settings.port)
+    try:
+        log.info("listening", extra={"host": settings.host, "port": port})
         stop = stop or asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

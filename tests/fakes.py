@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pytest
+
+from engine import SynthesisItem
+
+if TYPE_CHECKING:
+    from tests.conftest import LiveServer
 
 
 @dataclass(frozen=True)
@@ -69,3 +79,24 @@ class RecordingObserver:
 
     def rejected(self, reason: str) -> None:
         self.rejections.append(reason)
+
+
+class Gate:
+    """Holds every model batch until opened: the fault a test needs to fill the queue or time items out."""
+
+    def __init__(self, live: LiveServer, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.event = threading.Event()
+        self.entered = threading.Event()
+        engine = live.state.engine
+        assert engine is not None
+        original = engine.synthesize
+
+        def gated(items: Sequence[SynthesisItem]) -> list[np.ndarray]:
+            self.entered.set()
+            self.event.wait(20)
+            return original(items)
+
+        monkeypatch.setattr(engine, "synthesize", gated)
+
+    async def wait_entered(self) -> None:
+        assert await asyncio.to_thread(self.entered.wait, 10)

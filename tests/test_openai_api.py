@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
-import threading
-from collections.abc import Sequence
 
 import aiohttp
 import numpy as np
@@ -15,9 +13,9 @@ import orjson
 import pytest
 import soundfile as sf
 
-from engine import SynthesisItem
 from scripts.client import TTSClient
 from tests.conftest import LiveServer, upload_voice
+from tests.fakes import Gate
 
 TEXT = "Hello from the OpenAI compatible endpoint."
 
@@ -141,28 +139,18 @@ async def test_auth(start_server, test_settings) -> None:  # type: ignore[no-unt
 async def test_queue_full_is_429_with_retry_after(start_server, test_settings, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     live = await start_server(test_settings.replace(max_queue=1))
     await upload_voice(live)
-    engine = live.state.engine
-    assert engine is not None
-    gate, entered = threading.Event(), threading.Event()
-    original = engine.synthesize
-
-    def gated(items: Sequence[SynthesisItem]) -> list[np.ndarray]:
-        entered.set()
-        gate.wait(20)
-        return original(items)
-
-    monkeypatch.setattr(engine, "synthesize", gated)
+    gate = Gate(live, monkeypatch)
     async with client_for(live) as client:
         first = asyncio.create_task(client.audio.speech.create(model="tts-1", voice="en", input="One.",
                                                                response_format="pcm"))
-        assert await asyncio.to_thread(entered.wait, 10)
+        await gate.wait_entered()
         second = asyncio.create_task(client.audio.speech.create(model="tts-1", voice="en", input="Two.",
                                                                 response_format="pcm"))
         await asyncio.sleep(0.2)
         with pytest.raises(openai.RateLimitError) as info:
             await client.audio.speech.create(model="tts-1", voice="en", input="Three.")
         assert int(info.value.response.headers["Retry-After"]) >= 1
-        gate.set()
+        gate.event.set()
         assert len((await first).content) > 0 and len((await second).content) > 0
 
 
@@ -171,26 +159,16 @@ async def test_http_and_ws_requests_share_batches(live_en: LiveServer, caplog: p
     import logging
 
     caplog.set_level(logging.INFO, logger="batching.batcher")
-    engine = live_en.state.engine
-    assert engine is not None
-    gate, entered = threading.Event(), threading.Event()
-    original = engine.synthesize
-
-    def gated(items: Sequence[SynthesisItem]) -> list[np.ndarray]:
-        entered.set()
-        gate.wait(20)
-        return original(items)
-
-    monkeypatch.setattr(engine, "synthesize", gated)
+    gate = Gate(live_en, monkeypatch)
     async with client_for(live_en) as client, TTSClient(live_en.ws_url) as ws:
         blocker = await ws.start("Keeps the model busy.", id="blocker", voice="en")
-        assert await asyncio.to_thread(entered.wait, 10)
+        await gate.wait_entered()
         http = asyncio.create_task(client.audio.speech.create(model="tts-1", voice="en", input="From HTTP.",
                                                               response_format="pcm"))
         socket = await ws.start("From the socket.", id="ws-side", voice="en")
         while live_en.metric("tts_queue_depth") < 2:
             await asyncio.sleep(0.01)
-        gate.set()
+        gate.event.set()
         await asyncio.gather(http, socket.done, blocker.done)
     mixed = [r for r in caplog.records if r.getMessage() == "batch"
              and any(i.startswith("http-") for i in r.request_ids)  # type: ignore[attr-defined]

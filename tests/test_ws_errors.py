@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,6 +16,7 @@ from scripts.client import StreamError, TTSClient
 from server.app import drain
 from server.protocol import ERROR_CODES
 from tests.conftest import LiveServer, upload_voice
+from tests.fakes import Gate
 
 REACHED: set[str] = set()
 
@@ -42,27 +42,6 @@ async def expect_stream_error(client: TTSClient, text: str, code: str, **kwargs:
 async def still_works(client: TTSClient) -> None:
     result = await client.synthesize("Still working.", voice="en")
     assert result.end is not None and result.samples > 0
-
-
-class Gate:
-    """Holds every model batch until opened: the fault a test needs to fill the queue or time items out."""
-
-    def __init__(self, live: LiveServer, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.event = threading.Event()
-        self.entered = threading.Event()
-        engine = live.state.engine
-        assert engine is not None
-        original = engine.synthesize
-
-        def gated(items: Sequence[SynthesisItem]) -> list[np.ndarray]:
-            self.entered.set()
-            self.event.wait(20)
-            return original(items)
-
-        monkeypatch.setattr(engine, "synthesize", gated)
-
-    async def wait_entered(self) -> None:
-        assert await asyncio.to_thread(self.entered.wait, 10)
 
 
 @pytest.mark.parametrize(("raw", "fragment"), [
