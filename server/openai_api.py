@@ -37,6 +37,9 @@ STATUS = {"bad_request": 400, "unknown_voice": 400, "text_too_long": 413, "queue
           "shutting_down": 503, "internal": 500}
 
 
+OUTCOMES = {"voice_not_found": "unknown_voice", "input_too_long": "text_too_long", "shutting_down": "shutting_down"}
+
+
 class RequestError(Exception):
     def __init__(self, status: int, code: str, message: str, param: str | None = None) -> None:
         super().__init__(message)
@@ -125,8 +128,8 @@ async def speech(request: web.Request) -> web.StreamResponse:
         speech_request = parse_speech(body, state)
         stream = _open_stream(state, speech_request)
     except RequestError as exc:
-        if isinstance(body, dict):
-            state.metrics.request_finished("http", "bad_request")
+        # Counted under the same outcome names as WebSocket requests, so dashboards need one legend.
+        state.metrics.request_finished("http", OUTCOMES.get(exc.code, "bad_request"))
         return error_response(exc.status, exc.code, str(exc), param=exc.param)
     return await _respond(request, state, speech_request, stream)
 

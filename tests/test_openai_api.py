@@ -110,6 +110,8 @@ async def test_errors_have_openai_shape(live_en: LiveServer, kwargs: dict, statu
     assert info.value.status_code == status
     body = info.value.body
     assert isinstance(body, dict) and body["code"] == code and body["message"] and body["type"]
+    outcome = {"voice_not_found": "unknown_voice", "input_too_long": "text_too_long"}.get(code, "bad_request")
+    assert live_en.metric("tts_requests_total", transport="http", outcome=outcome) == 1
 
 
 async def test_unknown_parameter_and_bad_json(live_en: LiveServer) -> None:
