@@ -169,3 +169,19 @@ async def test_idle_socket_is_closed(start_server, test_settings) -> None:  # ty
         await asyncio.wait_for(client.closed.wait(), 5)
         assert client.close_code == 1000
     assert live.state.connections == set()
+
+
+async def test_unspeakable_chunk_inside_a_stream_is_skipped(live_en: LiveServer) -> None:
+    """A chunk of only symbols (here flushed on its own) is not voiced and does not fail the stream."""
+    async with TTSClient(live_en.ws_url) as client:
+        result = await client.start("", id="sym", final=False, voice="en", seed=2)
+        await client.send({"type": "append", "id": "sym", "text": "Hello there. "})
+        while result.frames == 0:
+            await asyncio.sleep(0.01)
+        await client.send({"type": "append", "id": "sym", "text": "☃☃☃"})
+        await client.send({"type": "flush", "id": "sym"})
+        await asyncio.sleep(0.3)  # let the server take the flushed symbols as a chunk of their own
+        await client.send({"type": "append", "id": "sym", "text": " Goodbye now."})
+        await client.send({"type": "end", "id": "sym"})
+        await result.done
+    assert result.end is not None and result.end["chunks"] == 2 and result.samples > 0
