@@ -265,7 +265,7 @@ def main() -> int:
     log_diagnostics(settings)
     try:
         worker = Worker.boot(settings)
-    except EngineError as exc:
+    except (EngineError, OSError) as exc:  # OSError: e.g. the voices dir cannot be created
         print(f"error: cannot start: {exc}", file=sys.stderr)
         return 1
     import runpod

@@ -143,10 +143,12 @@ def test_missing_lock_file_is_one_clear_error(tmp_path: Path) -> None:
 
 def test_worker_json_log_is_parseable(tmp_path: Path, tiny_cache: Path) -> None:
     """The container logs JSON (TTS_LOG_FORMAT=json): every line our code writes must parse."""
-    env = start_env(tmp_path, tiny_cache, TTS_VOLUME_PATH=str(tmp_path / "none"))
+    missing = tmp_path / "none"  # no volume, and the image's default voices dir points into it
+    env = start_env(tmp_path, tiny_cache, TTS_VOLUME_PATH=str(missing), TTS_VOICES_DIR=str(missing / "voices"))
     proc = subprocess.run([str(START), "--test_input", '{"input": {"text": "Log check."}}'], env=env,
                           capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "keeping voices in memory only" in proc.stderr and not missing.exists()
     ours = [line for line in proc.stderr.splitlines() if line.startswith("{")]
     messages = {orjson.loads(line)["msg"] for line in ours}
     assert {"worker starting", "model loaded", "model warm", "worker ready", "job result"} <= messages

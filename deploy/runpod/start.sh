@@ -37,6 +37,11 @@ else
     if [ "$REQUIRE_VOLUME" = "1" ]; then
         die "network volume $VOLUME is required (TTS_REQUIRE_VOLUME=1) but is not mounted"
     fi
+    case "${TTS_VOICES_DIR:-}" in
+        "$VOLUME"/*)
+            log "voices: $TTS_VOICES_DIR is on the missing volume; keeping voices in memory only"
+            export TTS_VOICES_DIR="" ;;
+    esac
 fi
 
 if command -v nvidia-smi >/dev/null 2>&1; then
