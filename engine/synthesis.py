@@ -70,9 +70,19 @@ def _tokens(ref_text: str, gen_text: str) -> tuple[str, ...]:
     return tuple(convert_char_to_pinyin([ref_text + gen_text])[0])
 
 
-def _check_range(name: str, value: float, bounds: tuple[float, float]) -> None:
-    if not bounds[0] <= value <= bounds[1]:
-        raise InvalidParameterError(f"{name} must be between {bounds[0]} and {bounds[1]}, got {value}")
+@lru_cache(maxsize=4096)
+def _gen_tokens(gen_text: str) -> tuple[str, ...]:
+    # Cached: a front end validates a chunk on the event loop, the worker thread validates it again.
+    return tuple(convert_char_to_pinyin([gen_text])[0])
+
+
+def check_parameters(speed: float, nfe_steps: int, cfg_strength: float, sway_sampling_coef: float) -> None:
+    """Raise ``InvalidParameterError`` naming the first synthesis parameter out of range."""
+    for name, value, bounds in (("speed", speed, SPEED_RANGE), ("nfe_steps", nfe_steps, NFE_RANGE),
+                                ("cfg_strength", cfg_strength, CFG_RANGE),
+                                ("sway_sampling_coef", sway_sampling_coef, SWAY_RANGE)):
+        if not bounds[0] <= value <= bounds[1]:
+            raise InvalidParameterError(f"{name} must be between {bounds[0]} and {bounds[1]}, got {value}")
 
 
 class Engine:
@@ -129,13 +139,9 @@ class Engine:
         """Raise a typed error for an item the model cannot voice."""
         if not item.text.strip():
             raise InvalidTextError("text is empty")
-        gen_tokens = convert_char_to_pinyin([item.text])[0]
-        if not any(ch.isalnum() for tok in gen_tokens if tok in self.vocab for ch in tok):
+        if not any(ch.isalnum() for tok in _gen_tokens(item.text) if tok in self.vocab for ch in tok):
             raise InvalidTextError("text has no character this model can speak")
-        _check_range("speed", item.speed, SPEED_RANGE)
-        _check_range("nfe_steps", item.nfe_steps, NFE_RANGE)
-        _check_range("cfg_strength", item.cfg_strength, CFG_RANGE)
-        _check_range("sway_sampling_coef", item.sway_sampling_coef, SWAY_RANGE)
+        check_parameters(item.speed, item.nfe_steps, item.cfg_strength, item.sway_sampling_coef)
         if item.voice.mel is None:
             raise InvalidParameterError(f"voice {item.voice.id!r} was not prepared by this engine")
 
@@ -159,9 +165,6 @@ class Engine:
     def chunk_limit(self, voice: Voice, speed: float = 1.0) -> int:
         """Longest chunk (UTF-8 bytes) for this voice: reference plus chunk stay within the model's context."""
         return text.max_chunk_bytes(voice.ref_text, voice.seconds, speed)
-
-    def chunk(self, value: str, voice: Voice, speed: float = 1.0) -> list[str]:
-        return text.chunk_text(value, self.chunk_limit(voice, speed))
 
     # -- synthesis ------------------------------------------------------------------------------------
 
@@ -208,12 +211,13 @@ class Engine:
 
     # -- warm-up --------------------------------------------------------------------------------------
 
-    def warmup(self, batch_sizes: Sequence[int], nfe_steps: int = 2) -> float:
+    def warmup(self, batch_sizes: Sequence[int], nfe_steps: int = 2, voice: Voice | None = None) -> float:
         """Run real inference once per batch size so kernels, allocator pools, handles and tokenizers are
         hot before the first request. Two flow steps exercise every kernel a 32-step run does (the step
-        count only repeats them) at a sixteenth of the cost. Returns the seconds spent."""
+        count only repeats them) at a sixteenth of the cost. ``voice``: a prepared voice to warm with
+        (default: prepare the default voice). Returns the seconds spent."""
         started = time.perf_counter()
-        voice = self.default_voice()
+        voice = voice or self.default_voice()
         for size in batch_sizes:
             items = [SynthesisItem(text="Warming up the model.", voice=voice, nfe_steps=nfe_steps, seed=i)
                      for i in range(size)]

@@ -19,7 +19,7 @@ import orjson
 from aiohttp import web
 
 from engine import EngineError, SynthesisItem
-from engine.synthesis import NFE_RANGE
+from engine.synthesis import NFE_RANGE, SPEED_RANGE
 from server.encoders import CONTENT_TYPES, make_encoder
 from server.http_errors import error_response
 from server.sinks import AudioEvent, EndEvent, ErrorEvent, EventSink
@@ -29,7 +29,6 @@ from server.textfeed import TextFeed
 
 routes = web.RouteTableDef()
 MODEL_ALIASES = ("tts-1", "tts-1-hd", "gpt-4o-mini-tts")
-SPEED_RANGE = (0.25, 4.0)
 FIELDS = {"model", "input", "voice", "response_format", "speed", "stream_format", "instructions", "seed",
           "nfe_steps"}
 # Where an error happens before any audio was sent, it becomes an HTTP status.

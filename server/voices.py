@@ -15,7 +15,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
 
@@ -25,7 +25,6 @@ from engine.voices import DEFAULT_VOICE_ID
 log = logging.getLogger(__name__)
 
 VOICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
-R = TypeVar("R")
 Worker = Callable[..., Awaitable[Any]]
 
 

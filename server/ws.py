@@ -10,8 +10,8 @@ import time
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from engine import EngineError, SynthesisItem, Voice
-from engine.synthesis import CFG_RANGE, NFE_RANGE, SPEED_RANGE, SWAY_RANGE
+from engine import EngineError, InvalidParameterError, SynthesisItem, Voice
+from engine.synthesis import check_parameters
 from server.protocol import (
     Append,
     AudioStart,
@@ -149,12 +149,10 @@ class Connection:
 
     def _params(self, request: Synthesize, voice: Voice) -> StreamParams:
         nfe = request.nfe_steps if request.nfe_steps is not None else self.state.settings.default_nfe_steps
-        for name, value, bounds in (("speed", request.speed, SPEED_RANGE), ("nfe_steps", nfe, NFE_RANGE),
-                                    ("cfg_strength", request.cfg_strength, CFG_RANGE),
-                                    ("sway_sampling_coef", request.sway_sampling_coef, SWAY_RANGE)):
-            if not bounds[0] <= value <= bounds[1]:
-                raise ProtocolError("bad_request", f"{name} must be between {bounds[0]} and {bounds[1]}",
-                                    request.id)
+        try:
+            check_parameters(request.speed, nfe, request.cfg_strength, request.sway_sampling_coef)
+        except InvalidParameterError as exc:
+            raise ProtocolError("bad_request", str(exc), request.id) from None
         seed = request.seed if request.seed is not None else random.randrange(2**31)
         if not 0 <= seed < 2**31:
             raise ProtocolError("bad_request", "seed must be between 0 and 2^31-1", request.id)
