@@ -7,26 +7,20 @@ import logging
 import signal
 import time
 from collections.abc import AsyncIterator
-from pathlib import Path
 
-import numpy as np
-import torch
 from aiohttp import WSCloseCode, web
 from prometheus_client import CollectorRegistry
 
-from batching import MicroBatcher
-from engine import Engine, SynthesisItem, warmup_batch_sizes
 from observability import Metrics
 from server.auth import auth_middleware
+from server.boot import prepare
 from server.openai_api import routes as openai_routes
 from server.routes import add_routes
 from server.settings import Settings
 from server.state import STATE, AppState
-from server.voices import VoiceStore
 from server.ws import stream_handler
 
 log = logging.getLogger(__name__)
-VERSION = "0.1.0"
 
 
 def create_app(settings: Settings, registry: CollectorRegistry | None = None) -> web.Application:
@@ -42,43 +36,21 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
 
 
 async def runtime(app: web.Application) -> AsyncIterator[None]:
-    """Startup (runs before the port opens): load, start the batcher, warm up, load voices."""
+    """Startup (runs before the port opens): load, voices, warm-up; then the batcher starts."""
     state = app[STATE]
-    settings, metrics = state.settings, state.metrics
     started = time.perf_counter()
-    log.info("loading model", extra={"model": settings.model, "device": settings.device})
-    engine = await asyncio.to_thread(Engine.load, settings.engine_config())
-    metrics.startup_seconds.labels("load").set(engine.load_seconds)
-    log.info("model loaded", extra={"seconds": round(engine.load_seconds, 3), "device": str(engine.device),
-                                    "dtype": str(engine.dtype).removeprefix("torch.")})
-    batcher: MicroBatcher[SynthesisItem, np.ndarray] = MicroBatcher(engine, settings.batcher_config(), metrics)
+    ready = await prepare(state.settings, state.metrics)
+    batcher = ready.batcher
     await batcher.start()
-    if settings.warmup:  # on the batcher's own thread: that is where its kernels and caches must be warm
-        sizes = warmup_batch_sizes(settings.max_batch_size)
-        seconds = await batcher.call_in_worker(engine.warmup, sizes)
-        log.info("model warm", extra={"seconds": round(seconds, 3), "batch_sizes": sizes})
-    metrics.startup_seconds.labels("warmup").set(engine.warmup_seconds)
-    voices = VoiceStore(engine, Path(settings.voices_dir) if settings.voices_dir else None,
-                        batcher.call_in_worker)
-    await voices.load()
-    state.engine, state.batcher, state.voices = engine, batcher, voices
-    metrics.queue_capacity.set(settings.max_queue)
-    if engine.device.type == "cuda":
-        device = engine.device
-        metrics.watch_gpu_memory(lambda: torch.cuda.memory_allocated(device),
-                                 lambda: torch.cuda.memory_reserved(device))
-    metrics.build_info.info({"model": settings.model, "device": str(engine.device), "version": VERSION,
-                             "dtype": str(engine.dtype).removeprefix("torch.")})
-    total = time.perf_counter() - started
-    metrics.startup_seconds.labels("total").set(total)
+    state.engine, state.batcher, state.voices = ready.engine, batcher, ready.voices
     state.ready = True
-    metrics.ready.set(1)
-    log.info("ready", extra={"startup_seconds": round(total, 3)})
+    state.metrics.ready.set(1)
+    log.info("ready", extra={"startup_seconds": round(time.perf_counter() - started, 3)})
     try:
         yield
     finally:
         state.ready = False
-        metrics.ready.set(0)
+        state.metrics.ready.set(0)
         for connection in list(state.connections):
             connection.close_all()
         await batcher.close(drain=False)

@@ -32,17 +32,17 @@ import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import soundfile as sf
 
 from batching import MicroBatcher
-from engine import Engine, EngineError, SynthesisItem, Voice, warmup_batch_sizes
+from engine import Engine, EngineError, SynthesisItem, Voice
 from engine.synthesis import CFG_RANGE, NFE_RANGE, SPEED_RANGE, SWAY_RANGE
 from observability import Metrics
 from observability.logs import configure_logging
+from server.boot import prepare
 from server.settings import Settings, load_settings
 from server.sinks import AudioEvent, EndEvent, EventSink
 from server.stream import Stream, StreamParams
@@ -149,28 +149,11 @@ class Worker:
         """Load and warm everything before the worker takes jobs. Raises EngineError on failure."""
         started = time.perf_counter()
         metrics = Metrics(latency_budget_s=settings.latency_budget_s)
-        engine = Engine.load(settings.engine_config())
-        metrics.startup_seconds.labels("load").set(engine.load_seconds)
-        log.info("model loaded", extra={"model": settings.model, "device": str(engine.device),
-                                        "seconds": round(engine.load_seconds, 3)})
-        batcher: MicroBatcher[SynthesisItem, np.ndarray] = MicroBatcher(engine, settings.batcher_config(), metrics)
-        voices = VoiceStore(engine, Path(settings.voices_dir) if settings.voices_dir else None,
-                            batcher.call_in_worker)
-
-        async def prepare() -> None:  # on the batcher's thread, like the HTTP server
-            if settings.warmup:
-                sizes = warmup_batch_sizes(settings.max_batch_size)
-                seconds = await batcher.call_in_worker(engine.warmup, sizes)
-                log.info("model warm", extra={"seconds": round(seconds, 3), "batch_sizes": sizes})
-            await voices.load()
-
-        asyncio.run(prepare())
-        metrics.startup_seconds.labels("warmup").set(engine.warmup_seconds)
-        metrics.startup_seconds.labels("total").set(time.perf_counter() - started)
+        ready = asyncio.run(prepare(settings, metrics))
         metrics.ready.set(1)
         log.info("worker ready", extra={"startup_seconds": round(time.perf_counter() - started, 3),
                                         "concurrency": settings.max_batch_size})
-        return cls(settings, engine, batcher, voices, metrics)
+        return cls(settings, ready.engine, ready.batcher, ready.voices, metrics)
 
     async def _voice(self, request: JobRequest) -> Voice:
         if isinstance(request.voice, str):

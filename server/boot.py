@@ -1,0 +1,63 @@
+"""Startup shared by the HTTP server and the RunPod worker: load, voices, warm-up, startup metrics.
+
+Model work (voice preparation, warm-up) runs on the batcher's worker thread, so that thread's kernel
+caches and handles are the warm ones. The batcher is returned *not started*: its task must live in the
+event loop that serves requests, which for the RunPod worker is the SDK's, not this one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from batching import MicroBatcher
+from engine import Engine, SynthesisItem, warmup_batch_sizes
+from engine.voices import DEFAULT_VOICE_ID
+from observability import Metrics
+from server.settings import Settings
+from server.voices import VoiceStore
+
+log = logging.getLogger("server.boot")
+VERSION = "0.1.0"
+
+
+@dataclass(frozen=True)
+class Runtime:
+    engine: Engine
+    batcher: MicroBatcher[SynthesisItem, np.ndarray]
+    voices: VoiceStore
+
+
+async def prepare(settings: Settings, metrics: Metrics) -> Runtime:
+    """Load the model, prepare voices and warm up. Raises EngineError (or OSError) on failure."""
+    started = time.perf_counter()
+    log.info("loading model", extra={"model": settings.model, "device": settings.device})
+    engine = await asyncio.to_thread(Engine.load, settings.engine_config())
+    metrics.startup_seconds.labels("load").set(engine.load_seconds)
+    dtype = str(engine.dtype).removeprefix("torch.")
+    log.info("model loaded", extra={"seconds": round(engine.load_seconds, 3), "device": str(engine.device),
+                                    "dtype": dtype})
+    batcher: MicroBatcher[SynthesisItem, np.ndarray] = MicroBatcher(engine, settings.batcher_config(), metrics)
+    voices = VoiceStore(engine, Path(settings.voices_dir) if settings.voices_dir else None,
+                        batcher.call_in_worker)
+    await voices.load()
+    if settings.warmup:
+        sizes = warmup_batch_sizes(settings.max_batch_size)
+        seconds = await batcher.call_in_worker(engine.warmup, sizes, 2, voices.get(DEFAULT_VOICE_ID))
+        log.info("model warm", extra={"seconds": round(seconds, 3), "batch_sizes": sizes})
+    metrics.startup_seconds.labels("warmup").set(engine.warmup_seconds)
+    metrics.queue_capacity.set(settings.max_queue)
+    if engine.device.type == "cuda":
+        device = engine.device
+        metrics.watch_gpu_memory(lambda: torch.cuda.memory_allocated(device),
+                                 lambda: torch.cuda.memory_reserved(device))
+    metrics.build_info.info({"model": settings.model, "device": str(engine.device), "version": VERSION,
+                             "dtype": dtype})
+    metrics.startup_seconds.labels("total").set(time.perf_counter() - started)
+    return Runtime(engine, batcher, voices)
