@@ -23,9 +23,9 @@ import aiohttp
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from scripts.client import TTSClient
-from server.app import create_app, start_site
-from server.settings import Settings
-from server.state import STATE
+from server.core.app import create_app, start_site
+from server.core.settings import Settings
+from server.core.state import STATE
 
 PARAGRAPH = ("The queue must stay full for this measurement. Each client sends this paragraph again as soon "
              "as the last one finished, so batches run back to back while metrics are scraped.")

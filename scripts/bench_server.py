@@ -28,9 +28,9 @@ sys.path.insert(0, str(ROOT))
 
 from engine import SynthesisItem  # noqa: E402
 from scripts.client import TTSClient  # noqa: E402
-from server.app import create_app, start_site  # noqa: E402
-from server.settings import Settings  # noqa: E402
-from server.state import STATE  # noqa: E402
+from server.core.app import create_app, start_site  # noqa: E402
+from server.core.settings import Settings  # noqa: E402
+from server.core.state import STATE  # noqa: E402
 
 SENTENCE = "The quick brown fox jumps over the lazy dog near the quiet river bank."
 PARAGRAPH = ("Welcome back. Today we will talk about streaming speech. The server cuts long text into chunks. "

@@ -8,8 +8,8 @@ import sys
 
 from engine import EngineError
 from observability.logs import configure_logging
-from server.app import serve
-from server.settings import load_settings
+from server.core.app import serve
+from server.core.settings import load_settings
 
 log = logging.getLogger("server")
 

@@ -143,7 +143,7 @@ async def test_startup_phases_recorded_once(busy: LiveServer) -> None:
 
 
 def test_json_log_lines_carry_context() -> None:
-    record = logging.LogRecord("server.stream", logging.INFO, __file__, 1, "stream finished", None, None)
+    record = logging.LogRecord("server.core.stream", logging.INFO, __file__, 1, "stream finished", None, None)
     record.request_id = "r-42"
     record.chunks = 3
     line = orjson.loads(JsonFormatter().format(record))

@@ -16,8 +16,8 @@ import aiohttp
 import orjson
 import pytest
 
-from server.runpod_worker import InputError, Worker, local_test_mode, parse_job_input
-from server.settings import Settings
+from server.core.settings import Settings
+from server.runpod.worker import InputError, Worker, local_test_mode, parse_job_input
 from tests.audio import EN_TRANSCRIPT, encode, english_clip
 from tests.test_process import free_port
 

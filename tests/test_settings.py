@@ -6,7 +6,7 @@ from dataclasses import fields
 
 import pytest
 
-from server.settings import Settings, build_parser, load_settings
+from server.core.settings import Settings, build_parser, load_settings
 
 
 def test_defaults() -> None:

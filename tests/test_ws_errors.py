@@ -13,8 +13,8 @@ import pytest
 
 from engine import SynthesisItem
 from scripts.client import StreamError, TTSClient
-from server.app import drain
-from server.protocol import ERROR_CODES
+from server.core.app import drain
+from server.ws.protocol import ERROR_CODES
 from tests.conftest import LiveServer, upload_voice
 from tests.fakes import Gate
 

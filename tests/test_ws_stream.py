@@ -9,8 +9,8 @@ import pytest
 
 from engine import SynthesisItem
 from scripts.client import StreamError, TTSClient
-from server.audio import CROSS_FADE_S, cross_fade_all, to_pcm16
-from server.textfeed import TextFeed
+from server.core.audio import CROSS_FADE_S, cross_fade_all, to_pcm16
+from server.core.textfeed import TextFeed
 from tests.conftest import LiveServer
 
 LONG_TEXT = ("Hello there. This is a longer paragraph for the streaming test, with several sentences. "

@@ -12,13 +12,13 @@ from aiohttp import WSCloseCode, web
 from prometheus_client import CollectorRegistry
 
 from observability import Metrics
-from server.auth import auth_middleware
-from server.boot import prepare
-from server.openai_api import routes as openai_routes
-from server.routes import add_routes
-from server.settings import Settings
-from server.state import STATE, AppState
-from server.ws import stream_handler
+from server.core.auth import auth_middleware
+from server.core.boot import prepare
+from server.core.settings import Settings
+from server.core.state import STATE, AppState
+from server.http.openai import routes as openai_routes
+from server.http.routes import add_routes
+from server.ws.handler import stream_handler
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ import logging
 
 from batching import BatcherClosedError, QueueFullError, QueueTimeoutError
 from engine import EngineError, InvalidAudioError
-from server.protocol import ProtocolError
+from server.ws.protocol import ProtocolError
 
 log = logging.getLogger(__name__)
 

@@ -11,11 +11,11 @@ from aiohttp import web
 from batching import MicroBatcher
 from engine import Engine, SynthesisItem
 from observability import Metrics
-from server.settings import Settings
+from server.core.settings import Settings
 
 if TYPE_CHECKING:
-    from server.voices import VoiceStore
-    from server.ws import Connection
+    from server.core.voices import VoiceStore
+    from server.ws.handler import Connection
 
 
 @dataclass

@@ -12,7 +12,10 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from engine import EngineError, InvalidParameterError, SynthesisItem, Voice
 from engine.synthesis import check_parameters
-from server.protocol import (
+from server.core.state import STATE, AppState
+from server.core.stream import Stream, StreamParams
+from server.core.textfeed import TextFeed
+from server.ws.protocol import (
     Append,
     AudioStart,
     Cancel,
@@ -24,9 +27,6 @@ from server.protocol import (
     Synthesize,
     parse_client_message,
 )
-from server.state import STATE, AppState
-from server.stream import Stream, StreamParams
-from server.textfeed import TextFeed
 
 log = logging.getLogger(__name__)
 

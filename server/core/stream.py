@@ -20,10 +20,10 @@ import numpy as np
 from batching import MicroBatcher, QueueFullError, Ticket
 from engine import Engine, InvalidTextError, SynthesisItem, Voice
 from observability import Metrics
-from server.audio import CROSS_FADE_S, CrossFader, to_pcm16
-from server.errors import to_protocol_error
-from server.protocol import AudioEnd, ErrorMessage, audio_frame
-from server.textfeed import TextFeed
+from server.core.audio import CROSS_FADE_S, CrossFader, to_pcm16
+from server.core.errors import to_protocol_error
+from server.core.textfeed import TextFeed
+from server.ws.protocol import AudioEnd, ErrorMessage, audio_frame
 
 log = logging.getLogger(__name__)
 

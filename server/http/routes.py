@@ -5,9 +5,9 @@ from __future__ import annotations
 from aiohttp import BodyPartReader, web
 from prometheus_client.aiohttp import make_aiohttp_handler
 
-from server.http_errors import error_response
-from server.state import STATE
-from server.voices import VoiceError, describe
+from server.core.state import STATE
+from server.core.voices import VoiceError, describe
+from server.http.errors import error_response
 
 routes = web.RouteTableDef()
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from server.protocol import FRAME_HEADER
+from server.ws.protocol import FRAME_HEADER
 
 
 @dataclass(frozen=True)

@@ -20,10 +20,10 @@ from batching import MicroBatcher
 from engine import Engine, SynthesisItem, warmup_batch_sizes
 from engine.voices import DEFAULT_VOICE_ID
 from observability import Metrics
-from server.settings import Settings
-from server.voices import VoiceStore
+from server.core.settings import Settings
+from server.core.voices import VoiceStore
 
-log = logging.getLogger("server.boot")
+log = logging.getLogger("server.core.boot")
 VERSION = "0.1.0"
 
 

@@ -7,7 +7,7 @@ import hmac
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from server.http_errors import error_response
+from server.http.errors import error_response
 
 
 def presented_key(request: web.Request) -> str:

@@ -20,12 +20,12 @@ from aiohttp import web
 
 from engine import EngineError, SynthesisItem
 from engine.synthesis import NFE_RANGE, SPEED_RANGE
-from server.encoders import CONTENT_TYPES, make_encoder
-from server.http_errors import error_response
-from server.sinks import AudioEvent, EndEvent, ErrorEvent, EventSink
-from server.state import STATE, AppState
-from server.stream import Stream, StreamParams
-from server.textfeed import TextFeed
+from server.core.sinks import AudioEvent, EndEvent, ErrorEvent, EventSink
+from server.core.state import STATE, AppState
+from server.core.stream import Stream, StreamParams
+from server.core.textfeed import TextFeed
+from server.http.encoders import CONTENT_TYPES, make_encoder
+from server.http.errors import error_response
 
 routes = web.RouteTableDef()
 MODEL_ALIASES = ("tts-1", "tts-1-hd", "gpt-4o-mini-tts")

@@ -1,0 +1,1 @@
+"""The streaming core shared by every front end: settings, lifecycle, streams, voices, errors."""

@@ -1,0 +1,1 @@
+"""HTTP front end: health, metrics, voices, and the OpenAI-compatible speech API."""

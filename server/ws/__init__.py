@@ -1,0 +1,1 @@
+"""WebSocket front end: ``/v1/stream`` and its wire protocol."""
