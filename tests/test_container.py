@@ -152,3 +152,59 @@ def test_worker_json_log_is_parseable(tmp_path: Path, tiny_cache: Path) -> None:
     ours = [line for line in proc.stderr.splitlines() if line.startswith("{")]
     messages = {orjson.loads(line)["msg"] for line in ours}
     assert {"worker starting", "model loaded", "model warm", "worker ready", "job result"} <= messages
+
+
+# -- worker kind and ports (a fake python3 records what start.sh execs) --------------------------------------
+
+FAKE_PYTHON = """#!/bin/sh
+if [ "$1" = "--version" ]; then echo "Python 3.11.7 (fake)"; exit 0; fi
+printf 'ARGS=%s\\n' "$*"
+printf 'TTS_PORT=%s\\n' "${TTS_PORT-<unset>}"
+printf 'TTS_HEALTH_PORT=%s\\n' "${TTS_HEALTH_PORT-<unset>}"
+"""
+
+
+def run_with_fake_python(tmp_path: Path, *args: str, **env_vars: str) -> subprocess.CompletedProcess[str]:
+    bin_dir = tmp_path / "fakebin"
+    bin_dir.mkdir(exist_ok=True)
+    fake = bin_dir / "python3"
+    fake.write_text(FAKE_PYTHON)
+    fake.chmod(0o755)
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp_path),
+           "TTS_VOLUME_PATH": str(tmp_path / "no-volume"), **env_vars}
+    return subprocess.run([str(START), *args], env=env, capture_output=True, text=True, timeout=30)
+
+
+def exec_record(proc: subprocess.CompletedProcess[str]) -> dict[str, str]:
+    assert proc.returncode == 0, proc.stderr
+    return dict(line.split("=", 1) for line in proc.stdout.splitlines())
+
+
+@pytest.mark.parametrize("mode", [None, "queue", "runpod"])
+def test_queue_kind_execs_the_runpod_worker(tmp_path: Path, mode: str | None) -> None:
+    extra = {} if mode is None else {"TTS_MODE": mode}
+    record = exec_record(run_with_fake_python(tmp_path, "--rp_serve_api", PORT="80", **extra))
+    assert record["ARGS"] == "-m server.runpod_worker --rp_serve_api"
+    # The queue worker has no HTTP port: RunPod's PORT must not leak into the server's settings.
+    assert record["TTS_PORT"] == "<unset>" and record["TTS_HEALTH_PORT"] == "<unset>"
+
+
+@pytest.mark.parametrize(("env_vars", "port", "health"), [
+    ({}, "8000", "0"),                                                      # plain container / Kubernetes
+    ({"PORT": "80", "PORT_HEALTH": "8081"}, "80", "8081"),                  # RunPod load-balancing endpoint
+    ({"PORT": "80"}, "80", "0"),                                            # no health port: /ping on main
+    ({"PORT": "80", "PORT_HEALTH": "8081", "TTS_PORT": "9000", "TTS_HEALTH_PORT": "9001"}, "9000", "9001"),
+])
+def test_server_kind_maps_runpod_ports(tmp_path: Path, env_vars: dict[str, str], port: str, health: str) -> None:
+    for mode in ("server", "http"):
+        proc = run_with_fake_python(tmp_path, "--log-level", "debug", TTS_MODE=mode, **env_vars)
+        record = exec_record(proc)
+        assert record["ARGS"] == "-m server --log-level debug"
+        assert (record["TTS_PORT"], record["TTS_HEALTH_PORT"]) == (port, health)
+        assert f"ports: main {port}, health {health}" in proc.stderr
+
+
+def test_unknown_worker_kind_fails_clearly(tmp_path: Path) -> None:
+    proc = run_with_fake_python(tmp_path, TTS_MODE="loadbalancer")
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert "FATAL: TTS_MODE must be queue (alias runpod) or server (alias http), not 'loadbalancer'" in proc.stderr

@@ -1,5 +1,9 @@
 #!/usr/bin/env bash
-# Container entrypoint for the RunPod worker (and the plain HTTP server with TTS_MODE=http).
+# Container entrypoint. One variable picks the worker kind:
+#   TTS_MODE=queue  (default; alias runpod): the RunPod serverless queue handler, python -m server.runpod_worker
+#   TTS_MODE=server (alias http): the HTTP/WebSocket server, python -m server, for RunPod load-balancing
+#                   endpoints and Kubernetes. RunPod names the ports in PORT and PORT_HEALTH; they are mapped
+#                   onto TTS_PORT and TTS_HEALTH_PORT unless those are set explicitly.
 #
 # Logs what an operator needs when a worker fails to start: which python3, free disk, whether the network
 # volume is mounted and writable, which GPU is visible. Then (optionally) prepares a venv on the volume,
@@ -10,7 +14,7 @@ set -euo pipefail
 VOLUME="${TTS_VOLUME_PATH:-/runpod-volume}"
 REQUIRE_VOLUME="${TTS_REQUIRE_VOLUME:-0}"
 NETWORK_VENV="${TTS_NETWORK_VENV:-0}"
-MODE="${TTS_MODE:-runpod}"
+MODE="${TTS_MODE:-queue}"
 APP_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 
 log() { printf '%s start.sh: %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$*" >&2; }
@@ -73,7 +77,14 @@ fi
 
 cd "$APP_DIR"
 case "$MODE" in
-    runpod) log "exec $PYTHON -m server.runpod_worker $*"; exec "$PYTHON" -m server.runpod_worker "$@" ;;
-    http) log "exec $PYTHON -m server $*"; exec "$PYTHON" -m server "$@" ;;
-    *) die "TTS_MODE must be runpod or http, not '$MODE'" ;;
+    queue|runpod)
+        log "exec $PYTHON -m server.runpod_worker $*"
+        exec "$PYTHON" -m server.runpod_worker "$@" ;;
+    server|http)
+        # Explicit TTS_* settings win; RunPod's PORT/PORT_HEALTH come next; 8000 and no health port last.
+        export TTS_PORT="${TTS_PORT:-${PORT:-8000}}" TTS_HEALTH_PORT="${TTS_HEALTH_PORT:-${PORT_HEALTH:-0}}"
+        log "ports: main $TTS_PORT, health $TTS_HEALTH_PORT (0 = /ping on the main port only)"
+        log "exec $PYTHON -m server $*"
+        exec "$PYTHON" -m server "$@" ;;
+    *) die "TTS_MODE must be queue (alias runpod) or server (alias http), not '$MODE'" ;;
 esac
