@@ -9,6 +9,7 @@ from engine.errors import (
     TextTooLongError,
     UnknownVoiceError,
 )
+from engine.params import SynthesisParams
 from engine.synthesis import Engine, EngineConfig, SynthesisItem, warmup_batch_sizes
 from engine.voices import SAMPLE_RATE, Voice
 
@@ -22,6 +23,7 @@ __all__ = [
     "InvalidTextError",
     "ModelLoadError",
     "SynthesisItem",
+    "SynthesisParams",
     "TextTooLongError",
     "UnknownVoiceError",
     "Voice",

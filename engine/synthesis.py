@@ -14,23 +14,19 @@ from typing import Any
 
 import numpy as np
 import torch
-from f5_tts.model.utils import convert_char_to_pinyin
 
 from engine import loader, text
 from engine.attention import enable_padding_mask
 from engine.errors import InvalidParameterError, InvalidTextError
+from engine.f5 import convert_char_to_pinyin
 from engine.models import TINY, ModelSpec, model_spec
+from engine.params import SynthesisParams, check_parameters
 from engine.sampler import SampleRequest, SampleSettings, sample, total_frames
 from engine.tiny import ensure_tiny_model
 from engine.vocoder import decode_batch
 from engine.voices import SAMPLE_RATE, TARGET_RMS, Voice, default_voice, prepare_voice
 
 log = logging.getLogger(__name__)
-
-SPEED_RANGE = (0.25, 4.0)
-NFE_RANGE = (1, 128)
-CFG_RANGE = (0.0, 10.0)
-SWAY_RANGE = (-2.0, 2.0)
 
 
 @dataclass(frozen=True)
@@ -60,6 +56,11 @@ class SynthesisItem:
     sway_sampling_coef: float = -1.0
     seed: int | None = None
 
+    @classmethod
+    def of(cls, text: str, voice: Voice, params: SynthesisParams) -> SynthesisItem:
+        return cls(text, voice, params.speed, params.nfe_steps, params.cfg_strength, params.sway_sampling_coef,
+                   params.seed)
+
     @property
     def batch_key(self) -> tuple[int, float, float]:
         return (self.nfe_steps, self.cfg_strength, self.sway_sampling_coef)
@@ -76,15 +77,6 @@ def _gen_tokens(gen_text: str) -> tuple[str, ...]:
     return tuple(convert_char_to_pinyin([gen_text])[0])
 
 
-def check_parameters(speed: float, nfe_steps: int, cfg_strength: float, sway_sampling_coef: float) -> None:
-    """Raise ``InvalidParameterError`` naming the first synthesis parameter out of range."""
-    for name, value, bounds in (("speed", speed, SPEED_RANGE), ("nfe_steps", nfe_steps, NFE_RANGE),
-                                ("cfg_strength", cfg_strength, CFG_RANGE),
-                                ("sway_sampling_coef", sway_sampling_coef, SWAY_RANGE)):
-        if not bounds[0] <= value <= bounds[1]:
-            raise InvalidParameterError(f"{name} must be between {bounds[0]} and {bounds[1]}, got {value}")
-
-
 class Engine:
     """F5-TTS + Vocos on one device. ``synthesize`` is blocking and not re-entrant: call it from one
     thread at a time (the batcher's worker)."""
@@ -96,7 +88,6 @@ class Engine:
         self.device: torch.device = next(cfm.parameters()).device
         self.dtype: torch.dtype = next(cfm.parameters()).dtype
         self.vocab: dict[str, int] = cfm.vocab_char_map
-        self.hop = spec.mel.hop_length
         self.sample_rate = SAMPLE_RATE
         self.load_seconds = load_seconds
         self.warmup_seconds = 0.0

@@ -18,7 +18,7 @@ SHORT_TEXT_BYTES = 10  # upstream speaks texts shorter than this at 0.3x speed: 
 
 # A sentence ends at western stops followed by whitespace (or the end), at CJK stops (no space needed),
 # or at a line break.
-_SENTENCE_END = re.compile(r"""[.!?…]+["'”’)\]]*(?=\s|$)|[。！？；]+["'”’）」』]*|\n""")
+SENTENCE_END = re.compile(r"""[.!?…]+["'”’)\]]*(?=\s|$)|[。！？；]+["'”’）」』]*|\n""")
 # Inside a long sentence, prefer clause boundaries, then spaces.
 _CLAUSE_END = re.compile(r"""[,;:]["'”’)\]]*(?=\s)|[，、；：]""")
 _SPACE = re.compile(r"\s+")
@@ -69,7 +69,7 @@ def chunk_text(text: str, max_bytes: int, first_max_bytes: int = FIRST_CHUNK_BYT
     chunk stops at ``first_max_bytes`` where a sentence or clause boundary allows (a single longer clause
     stays whole). Whitespace between chunks is dropped; nothing else is."""
     max_bytes = max(max_bytes, MIN_CHUNK_BYTES)
-    pending = deque(_split_after(text, _SENTENCE_END))
+    pending = deque(_split_after(text, SENTENCE_END))
     chunks: list[str] = []
     current = ""
     while pending:
@@ -106,5 +106,15 @@ def max_chunk_bytes(ref_text: str, ref_seconds: float, speed: float = 1.0, total
     return max(int(per_second * max(total_seconds - ref_seconds, 1.0) * speed), MIN_CHUNK_BYTES)
 
 
-def squash_whitespace(text: str) -> str:
-    return _SPACE.sub("", text)
+def take_chunk(text: str, max_bytes: int, first_max_bytes: int = FIRST_CHUNK_BYTES) -> tuple[str, str]:
+    """The first chunk ``chunk_text`` would cut from ``text``, and the text after it. Chunks differ from
+    their input only in whitespace (dropped between pieces, one space re-inserted), so the rest begins
+    after as many non-space characters as the chunk holds."""
+    chunk = chunk_text(text, max_bytes, first_max_bytes)[0]
+    needed = sum(1 for c in chunk if not c.isspace())
+    for index, char in enumerate(text):
+        if needed == 0:
+            return chunk, text[index:]
+        if not char.isspace():
+            needed -= 1
+    return chunk, ""

@@ -55,8 +55,7 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
                     body = await response.read()
                 latencies.append(time.perf_counter() - started)
                 assert response.status == 200 and b"tts_queue_depth" in body
-                assert state.batcher is not None
-                depths.append(state.batcher.queued)
+                depths.append(state.runtime.batcher.queued)
                 sizes.append(len(body))
                 await asyncio.sleep(args.interval_ms / 1000)
     finally:

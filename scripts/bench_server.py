@@ -45,7 +45,8 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
     started = time.perf_counter()
     runner, port = await start_site(app, settings.host, 0)  # load + warm-up, as `python -m server` does
     startup = time.perf_counter() - started
-    engine, batcher, voices = app[STATE].serving()
+    runtime = app[STATE].runtime
+    engine, batcher, voices = runtime.engine, runtime.batcher, runtime.voices
     voice = voices.get("default")
     assert voice is not None
     item = SynthesisItem(SENTENCE, voice, nfe_steps=args.nfe_steps, seed=1)

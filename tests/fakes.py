@@ -87,7 +87,7 @@ class Gate:
     def __init__(self, live: LiveServer, monkeypatch: pytest.MonkeyPatch) -> None:
         self.event = threading.Event()
         self.entered = threading.Event()
-        engine = live.state.engine
+        engine = live.state.runtime.engine
         assert engine is not None
         original = engine.synthesize
 

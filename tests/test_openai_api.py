@@ -185,15 +185,15 @@ async def test_client_disconnect_cancels_queued_chunks(live_en: LiveServer) -> N
         request = asyncio.create_task(session.post(live_en.url("/v1/audio/speech"), json={
             "model": "tts-1", "voice": "en", "input": long_text, "response_format": "pcm", "nfe_steps": 16}))
         for _ in range(250):
-            if live_en.state.active_streams:
+            if live_en.state.service.active:
                 break
             await asyncio.sleep(0.02)
-        assert live_en.state.active_streams == 1
+        assert live_en.state.service.active == 1
         request.cancel()
     for _ in range(200):
-        if live_en.state.active_streams == 0 and live_en.metric("tts_queue_depth") == 0:
+        if live_en.state.service.active == 0 and live_en.metric("tts_queue_depth") == 0:
             break
         await asyncio.sleep(0.02)
-    assert live_en.state.active_streams == 0 and live_en.metric("tts_queue_depth") == 0
+    assert live_en.state.service.active == 0 and live_en.metric("tts_queue_depth") == 0
     assert live_en.metric("tts_inflight_requests", transport="http") == 0
     assert live_en.metric("tts_requests_total", transport="http", outcome="cancelled") == 1

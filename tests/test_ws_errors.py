@@ -117,7 +117,7 @@ async def test_text_too_long(start_server, test_settings) -> None:  # type: igno
         with pytest.raises(StreamError, match="text_too_long"):
             await total.done
         await still_works(client)
-        assert live.state.active_streams == 0
+        assert live.state.service.active == 0
     assert live.metric("tts_requests_total", transport="ws", outcome="text_too_long") == 3
 
 
@@ -181,7 +181,7 @@ async def test_timeout_when_not_started_in_time(start_server, test_settings, mon
 
 
 async def test_internal_error_is_reported_and_server_survives(live_en: LiveServer, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    engine = live_en.state.engine
+    engine = live_en.state.runtime.engine
     assert engine is not None
     original = engine.synthesize
 
@@ -199,9 +199,9 @@ async def test_internal_error_is_reported_and_server_survives(live_en: LiveServe
 
 async def test_shutting_down_refuses_new_streams(live_en: LiveServer) -> None:
     async with TTSClient(live_en.ws_url) as client:
-        live_en.state.shutting_down = True
+        live_en.state.service.draining = True
         await expect_stream_error(client, "Hello.", "shutting_down", voice="en")
-        live_en.state.shutting_down = False
+        live_en.state.service.draining = False
     drainer = asyncio.create_task(drain(live_en.app))
     await drainer
     async with aiohttp.ClientSession() as session, session.ws_connect(live_en.ws_url) as ws:

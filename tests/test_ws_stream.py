@@ -9,7 +9,7 @@ import pytest
 
 from engine import SynthesisItem
 from scripts.client import StreamError, TTSClient
-from server.core.audio import CROSS_FADE_S, cross_fade_all, to_pcm16
+from server.core.audio import CROSS_FADE_S, CrossFader, to_pcm16
 from server.core.textfeed import TextFeed
 from tests.conftest import LiveServer
 
@@ -19,7 +19,7 @@ LONG_TEXT = ("Hello there. This is a longer paragraph for the streaming test, wi
 
 async def expected_audio(live: LiveServer, text: str, voice_id: str, seed: int, nfe: int = 4) -> np.ndarray:
     """What the server must send: the engine's chunks for the same seeds, cross-faded, as int16."""
-    engine, _, voices = live.state.serving()
+    engine, voices = live.state.runtime.engine, live.state.runtime.voices
     voice = voices.get(voice_id)
     assert voice is not None
     feed = TextFeed.complete(text, engine.chunk_limit(voice))
@@ -28,7 +28,8 @@ async def expected_audio(live: LiveServer, text: str, voice_id: str, seed: int, 
         chunks.append(chunk)
     waves = [engine.synthesize([SynthesisItem(c, voice, nfe_steps=nfe, seed=seed + k)])[0]
              for k, c in enumerate(chunks)]
-    joined = cross_fade_all(waves, int(CROSS_FADE_S * engine.sample_rate))
+    fader = CrossFader(int(CROSS_FADE_S * engine.sample_rate))
+    joined = np.concatenate([*(fader.push(w) for w in waves), fader.finish()])
     return np.frombuffer(to_pcm16(joined), dtype="<i2")
 
 
@@ -108,7 +109,7 @@ async def test_incremental_stream_with_no_text_ends_cleanly(live_en: LiveServer)
 async def wait_idle(live: LiveServer) -> None:
     for _ in range(200):
         if live.metric("tts_queue_depth") == 0 and live.metric("tts_inflight_requests", transport="ws") == 0 \
-                and live.state.batcher is not None and live.state.batcher.running == 0:
+                and live.state.runtime.batcher.running == 0:
             return
         await asyncio.sleep(0.02)
     raise AssertionError("server did not become idle")
@@ -139,7 +140,7 @@ async def test_disconnect_cancels_queued_chunks(live_en: LiveServer) -> None:
         await asyncio.sleep(0.01)
     await client.close()
     await wait_idle(live_en)
-    assert live_en.state.active_streams == 0
+    assert live_en.state.service.active == 0
     assert live_en.metric("tts_requests_total", transport="ws", outcome="cancelled") == 4
 
 

@@ -14,10 +14,12 @@ from prometheus_client import CollectorRegistry
 from observability import Metrics
 from server.core.auth import auth_middleware
 from server.core.boot import prepare
+from server.core.service import Service
 from server.core.settings import Settings
 from server.core.state import STATE, AppState
 from server.http.openai import routes as openai_routes
 from server.http.routes import add_routes
+from server.playground import add_playground
 from server.ws.handler import stream_handler
 
 log = logging.getLogger(__name__)
@@ -27,11 +29,13 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     app = web.Application(middlewares=[auth_middleware(settings.api_key)],
                           client_max_size=settings.max_upload_bytes)
     metrics = Metrics(registry, latency_budget_s=settings.latency_budget_s)
-    app[STATE] = AppState(settings=settings, metrics=metrics)
+    app[STATE] = AppState(settings=settings, metrics=metrics, service=Service(settings, metrics))
     add_routes(app)
     app.router.add_routes(openai_routes)
     app.router.add_get("/v1/stream", stream_handler)
+    add_playground(app)
     app.cleanup_ctx.append(runtime)
+    app.on_shutdown.append(drain)
     return app
 
 
@@ -42,7 +46,7 @@ async def runtime(app: web.Application) -> AsyncIterator[None]:
     ready = await prepare(state.settings, state.metrics)
     batcher = ready.batcher
     await batcher.start()
-    state.engine, state.batcher, state.voices = ready.engine, batcher, ready.voices
+    state.service.attach(ready)
     state.ready = True
     state.metrics.ready.set(1)
     log.info("ready", extra={"startup_seconds": round(time.perf_counter() - started, 3)})
@@ -52,30 +56,33 @@ async def runtime(app: web.Application) -> AsyncIterator[None]:
         state.ready = False
         state.metrics.ready.set(0)
         for connection in list(state.connections):
-            connection.close_all()
+            connection.cancel_all()
         await batcher.close(drain=False)
+        state.service.attach(None)
 
 
 async def drain(app: web.Application) -> None:
-    """SIGTERM: readiness off and new streams refused at once; in-flight streams get the grace period;
-    then every socket closes with 1001 (going away)."""
+    """SIGTERM (the app's shutdown signal): readiness off and new streams refused at once; in-flight
+    streams get the grace period; then every socket closes with 1001 (going away). Idempotent."""
     state = app[STATE]
-    state.shutting_down = True
+    service = state.service
+    if service.draining:
+        return
+    service.draining = True
     state.ready = False
     state.metrics.ready.set(0)
     deadline = time.monotonic() + state.settings.shutdown_grace_s
-    log.info("draining", extra={"active_streams": state.active_streams})
-    while state.active_streams > 0 and time.monotonic() < deadline:
+    log.info("draining", extra={"active_streams": service.active})
+    while service.active > 0 and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
     for connection in list(state.connections):
-        connection.close_all()
-        await connection.ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutting down")
-    log.info("drained", extra={"unfinished_streams": state.active_streams})
+        connection.cancel_all()
+        await connection.close(WSCloseCode.GOING_AWAY, "server shutting down")
+    log.info("drained", extra={"unfinished_streams": service.active})
 
 
 async def start_site(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:
-    """Run the app's startup (load + warm-up), then listen. Returns the runner and the bound port (port 0
-    picks a free one)."""
+    """Run the app's startup (load + warm-up), then listen. Returns the runner and the port it bound."""
     # handler_cancellation: a client that disconnects cancels its HTTP handler, which drops its queued chunks.
     runner = web.AppRunner(app, handle_signals=False, access_log=None, handler_cancellation=True)
     await runner.setup()  # runs `runtime` up to its yield: the model is loaded and warm after this
@@ -98,6 +105,6 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
-        await drain(app)
+        await app.shutdown()  # drain while still listening, so late clients hear "shutting_down"
     finally:
         await runner.cleanup()

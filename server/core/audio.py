@@ -45,9 +45,3 @@ class CrossFader:
         tail, self._tail = self._tail, np.zeros(0, dtype=np.float32)
         return tail
 
-
-def cross_fade_all(waves: list[np.ndarray], fade_samples: int) -> np.ndarray:
-    """The whole joined waveform at once (what a client should receive in total)."""
-    fader = CrossFader(fade_samples)
-    parts = [fader.push(w) for w in waves]
-    return np.concatenate([*parts, fader.finish()]) if waves else np.zeros(0, dtype=np.float32)

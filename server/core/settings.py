@@ -1,8 +1,8 @@
 """The one frozen Settings object, built from command-line flags and ``TTS_*`` environment variables.
 
 Every field is a flag (``max_batch_size`` -> ``--max-batch-size``) with an env twin
-(``TTS_MAX_BATCH_SIZE``). Precedence: flag, then env, then the default here. Nothing else in the
-server reads ``os.environ``.
+(``TTS_MAX_BATCH_SIZE``). Precedence: flag, then env, then the default here. Nothing else reads ``TTS_*``
+variables (the RunPod worker reads only the SDK's own ones, to tell its local test mode).
 """
 
 from __future__ import annotations
@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import types
+import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -58,6 +60,9 @@ class Settings:
     max_sockets: int = _opt("open WebSockets", default=256)
     max_message_bytes: int = _opt("largest WebSocket message accepted", default=65_536)
     max_upload_bytes: int = _opt("largest voice upload", default=20 * 1024 * 1024)
+    max_transcript_bytes: int = _opt("UTF-8 bytes of a voice's transcript", default=1000)
+    max_voices: int = _opt("uploaded voices stored at once (default not counted)", default=100)
+    max_voices_bytes: int = _opt("bytes all uploaded voices may take in storage", default=200 * 1024 * 1024)
     idle_timeout_s: float = _opt("close a WebSocket with no message and no stream for this long", default=300.0)
     heartbeat_s: float = _opt("WebSocket ping interval (0 = off)", default=30.0)
     shutdown_grace_s: float = _opt("on SIGTERM, how long in-flight streams may finish", default=30.0)
@@ -94,7 +99,15 @@ def _parse_bool(text: str) -> bool:
     raise ValueError(f"not a boolean: {text!r}")
 
 
-_CONVERTERS: dict[str, Any] = {"int": int, "float": float, "str": str, "bool": _parse_bool}
+_CONVERTERS: dict[type, Any] = {int: int, float: float, str: str, bool: _parse_bool}
+
+
+def _converter(name: str) -> Any:
+    """The parser for a field's declared type; ``X | None`` parses as X."""
+    hint = typing.get_type_hints(Settings)[name]
+    if isinstance(hint, types.UnionType):
+        hint = next(arg for arg in typing.get_args(hint) if arg is not type(None))
+    return _CONVERTERS[hint]
 
 
 def build_parser(prog: str = "python -m server") -> argparse.ArgumentParser:
@@ -104,11 +117,11 @@ def build_parser(prog: str = "python -m server") -> argparse.ArgumentParser:
         flag = "--" + f.name.replace("_", "-")
         env = ENV_PREFIX + f.name.upper()
         help_text = f"{f.metadata['help']} [env {env}; default {f.default!r}]"
-        if f.type == "bool":
+        if _converter(f.name) is _parse_bool:
             parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
                                 help=help_text)
         else:
-            parser.add_argument(flag, dest=f.name, type=_CONVERTERS[str(f.type)], default=None, help=help_text)
+            parser.add_argument(flag, dest=f.name, type=_converter(f.name), default=None, help=help_text)
     return parser
 
 
@@ -126,7 +139,7 @@ def load_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] 
         raw = env.get(ENV_PREFIX + f.name.upper())
         if raw is not None:
             try:
-                values[f.name] = _CONVERTERS[str(f.type)](raw)
+                values[f.name] = _converter(f.name)(raw)
             except ValueError:
                 parser.error(f"{ENV_PREFIX + f.name.upper()}={raw!r} is not a valid {f.type}")
     settings = Settings(**values)

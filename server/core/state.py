@@ -3,36 +3,41 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-import numpy as np
 from aiohttp import web
 
-from batching import MicroBatcher
-from engine import Engine, SynthesisItem
 from observability import Metrics
+from server.core.boot import Runtime
+from server.core.service import Service
 from server.core.settings import Settings
 
-if TYPE_CHECKING:
-    from server.core.voices import VoiceStore
-    from server.ws.handler import Connection
+
+class Connection(Protocol):
+    """A long-lived client connection (a WebSocket) the app must be able to end."""
+
+    def cancel_all(self) -> None:
+        """Cancel every stream the connection has open."""
+
+    async def close(self, code: int, reason: str) -> None: ...
 
 
 @dataclass
 class AppState:
     settings: Settings
     metrics: Metrics
-    engine: Engine | None = None
-    batcher: MicroBatcher[SynthesisItem, np.ndarray] | None = None
-    voices: VoiceStore | None = None
+    service: Service
     connections: set[Connection] = field(default_factory=set)
     ready: bool = False
-    shutting_down: bool = False
-    active_streams: int = 0
 
-    def serving(self) -> tuple[Engine, MicroBatcher[SynthesisItem, np.ndarray], VoiceStore]:
-        assert self.engine is not None and self.batcher is not None and self.voices is not None
-        return self.engine, self.batcher, self.voices
+    @property
+    def runtime(self) -> Runtime:
+        """Engine, batcher and voices; raises ``ServiceError`` before startup finished."""
+        return self.service.runtime
+
+    @property
+    def draining(self) -> bool:
+        return self.service.draining
 
 
 STATE = web.AppKey("state", AppState)

@@ -12,18 +12,20 @@ import asyncio
 import contextlib
 import logging
 import time
-from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from batching import MicroBatcher, QueueFullError, Ticket
-from engine import Engine, InvalidTextError, SynthesisItem, Voice
+from batching import QueueFullError, Ticket
+from engine import InvalidTextError, SynthesisItem, SynthesisParams, Voice
 from observability import Metrics
 from server.core.audio import CROSS_FADE_S, CrossFader, to_pcm16
-from server.core.errors import to_protocol_error
+from server.core.errors import classify
+from server.core.events import AudioChunk, Event, Sink, StreamEnd, StreamFailed
 from server.core.textfeed import TextFeed
-from server.ws.protocol import AudioEnd, ErrorMessage, audio_frame
+
+if TYPE_CHECKING:
+    from server.core.boot import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -31,34 +33,22 @@ FRAME_SAMPLES = 12_000  # 0.5 s per binary frame: small enough to play smoothly,
 LOOKAHEAD = 2  # chunks in flight per stream: the one streaming and the next one queued
 
 
-@dataclass(frozen=True)
-class StreamParams:
-    voice: Voice
-    speed: float
-    nfe_steps: int
-    cfg_strength: float
-    sway_sampling_coef: float
-    seed: int
-
-
-class Sink(Protocol):
-    """Where a stream's output goes (a WebSocket connection, an HTTP response...)."""
-
-    async def send_text(self, data: str) -> None: ...
-
-    async def send_bytes(self, data: bytes) -> None: ...
+class SinkClosed(Exception):
+    """The sink could not deliver: the client went away."""
 
 
 class Stream:
-    def __init__(self, request_id: str, number: int, params: StreamParams, feed: TextFeed, engine: Engine,
-                 batcher: MicroBatcher[SynthesisItem, np.ndarray], sink: Sink, metrics: Metrics,
-                 transport: str = "ws", retry_until_s: float = 30.0) -> None:
+    def __init__(self, request_id: str, number: int, voice: Voice, params: SynthesisParams, feed: TextFeed,
+                 runtime: Runtime, sink: Sink, metrics: Metrics, transport: str = "ws",
+                 retry_until_s: float = 30.0) -> None:
         self.id = request_id
         self.number = number
+        """Per-connection stream number (the WebSocket frame header carries it)."""
+        self.voice = voice
         self.params = params
         self.feed = feed
-        self.engine = engine
-        self.batcher = batcher
+        self.engine = runtime.engine
+        self.batcher = runtime.batcher
         self.sink = sink
         self.metrics = metrics
         self.transport = transport
@@ -71,7 +61,7 @@ class Stream:
         self._tickets: asyncio.Queue[Ticket[SynthesisItem] | None] = asyncio.Queue()
         self._slots = asyncio.Semaphore(LOOKAHEAD)
         self._in_flight: list[Ticket[SynthesisItem]] = []
-        self._fader = CrossFader(int(CROSS_FADE_S * engine.sample_rate))
+        self._fader = CrossFader(int(CROSS_FADE_S * self.engine.sample_rate))
         self._cancelled = False
         self._cancel_outcome = "cancelled"
         self._recorded = False
@@ -87,11 +77,13 @@ class Stream:
         except asyncio.CancelledError:
             outcome = self._cancel_outcome
             raise
+        except SinkClosed:  # the client went away mid-stream (reset, closed socket): not a server fault
+            outcome = "cancelled"
         except Exception as exc:
-            error = to_protocol_error(exc, self.id)
+            error = classify(exc, self.id)
             outcome = error.code
-            with contextlib.suppress(Exception):
-                await self.sink.send_text(ErrorMessage.from_error(error).to_json())
+            with contextlib.suppress(SinkClosed):
+                await self._emit(StreamFailed(error))
         finally:
             producer.cancel()
             for ticket in self._in_flight:
@@ -130,10 +122,7 @@ class Stream:
             await self._tickets.put(None)
 
     def _item(self, text: str, index: int) -> SynthesisItem:
-        p = self.params
-        return SynthesisItem(text=text, voice=p.voice, speed=p.speed, nfe_steps=p.nfe_steps,
-                             cfg_strength=p.cfg_strength, sway_sampling_coef=p.sway_sampling_coef,
-                             seed=(p.seed + index) % 2**31)
+        return SynthesisItem.of(text, self.voice, self.params.for_chunk(index))
 
     async def _submit(self, item: SynthesisItem, first: bool) -> Ticket[SynthesisItem]:
         """The first chunk is refused at once when the queue is full (the client retries); later chunks
@@ -162,7 +151,7 @@ class Stream:
             if self._cancelled:
                 return
             part = wave[start : start + FRAME_SAMPLES]
-            await self.sink.send_bytes(audio_frame(self.number, self.frames, to_pcm16(part)))
+            await self._emit(AudioChunk(self.frames, to_pcm16(part)))
             if self.first_audio_at is None:
                 self.first_audio_at = time.perf_counter()
             self.frames += 1
@@ -174,11 +163,17 @@ class Stream:
             return
         latency = time.perf_counter() - self.t0
         audio_s = self.samples / self.engine.sample_rate
-        await self.sink.send_text(AudioEnd(
-            id=self.id, stream=self.number, samples=self.samples, chunks=self.chunks, frames=self.frames,
+        await self._emit(StreamEnd(
+            samples=self.samples, chunks=self.chunks, frames=self.frames,
             ttfa_ms=round(1000 * (self.ttfa or latency), 1), latency_ms=round(1000 * latency, 1),
             rtf=round(latency / audio_s, 4) if audio_s else 0.0,
-        ).to_json())
+        ))
+
+    async def _emit(self, event: Event) -> None:
+        try:
+            await self.sink.emit(self, event)
+        except ConnectionError as exc:  # aiohttp: reset, or writing to a closing transport
+            raise SinkClosed(str(exc)) from exc
 
     @property
     def t0(self) -> float:

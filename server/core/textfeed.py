@@ -11,18 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from engine.text import _SENTENCE_END, FIRST_CHUNK_BYTES, chunk_text
-
-
-def _after(text: str, chunk: str) -> str:
-    """``text`` without its prefix that ``chunk`` was cut from (chunks differ only in whitespace)."""
-    needed = sum(1 for c in chunk if not c.isspace())
-    for index, char in enumerate(text):
-        if needed == 0:
-            return text[index:]
-        if not char.isspace():
-            needed -= 1
-    return ""
+from engine.text import FIRST_CHUNK_BYTES, SENTENCE_END, take_chunk
 
 
 class TextFeed:
@@ -57,7 +46,7 @@ class TextFeed:
             self.first_text_at = time.perf_counter()
         pending = self._partial + text
         cut = 0
-        for match in _SENTENCE_END.finditer(pending):
+        for match in SENTENCE_END.finditer(pending):
             if match.end() < len(pending) or match.group().endswith("\n") or not match.group()[-1].isascii():
                 cut = match.end()  # a western stop at the very end may still be "3." of "3.5": wait
         self._ready += pending[:cut]
@@ -73,17 +62,12 @@ class TextFeed:
         self.flush()
         self._ended = True
 
-    def has_pending_text(self) -> bool:
-        return bool((self._ready + self._partial).strip())
-
     async def next(self) -> str | None:
         """The next chunk, waiting for text if needed; ``None`` once ended and exhausted."""
         while True:
             if self._ready.strip():
                 limit = self.first_chunk_bytes if self.chunks_given == 0 else self.max_chunk_bytes
-                chunks = chunk_text(self._ready, self.max_chunk_bytes, first_max_bytes=limit)
-                chunk = chunks[0]
-                self._ready = _after(self._ready, chunk)
+                chunk, self._ready = take_chunk(self._ready, self.max_chunk_bytes, first_max_bytes=limit)
                 self.chunks_given += 1
                 return chunk
             if self._ended:

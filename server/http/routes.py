@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client.aiohttp import make_aiohttp_handler
 
 from server.core.state import STATE
-from server.core.voices import VoiceError, describe
+from server.core.voices import VoiceError, VoiceLimits, describe
 from server.http.errors import error_response
 
 routes = web.RouteTableDef()
@@ -20,21 +21,21 @@ async def healthz(request: web.Request) -> web.Response:
 @routes.get("/readyz")
 async def readyz(request: web.Request) -> web.Response:
     state = request.app[STATE]
-    if state.ready and not state.shutting_down:
+    if state.ready and not state.draining:
         return web.json_response({"status": "ready"})
-    reason = "shutting_down" if state.shutting_down else "starting"
+    reason = "shutting_down" if state.draining else "starting"
     return web.json_response({"status": reason}, status=503)
 
 
 @routes.get("/v1/voices")
 async def list_voices(request: web.Request) -> web.Response:
-    _, _, voices = request.app[STATE].serving()
+    voices = request.app[STATE].runtime.voices
     return web.json_response({"voices": [describe(v, builtin=v.id == "default") for v in voices.all()]})
 
 
 @routes.get("/v1/voices/{voice_id}")
 async def get_voice(request: web.Request) -> web.Response:
-    _, _, voices = request.app[STATE].serving()
+    voices = request.app[STATE].runtime.voices
     voice = voices.get(request.match_info["voice_id"])
     if voice is None:
         return error_response(404, "unknown_voice", f"no voice {request.match_info['voice_id']!r}")
@@ -43,7 +44,7 @@ async def get_voice(request: web.Request) -> web.Response:
 
 @routes.delete("/v1/voices/{voice_id}")
 async def delete_voice(request: web.Request) -> web.Response:
-    _, _, voices = request.app[STATE].serving()
+    voices = request.app[STATE].runtime.voices
     try:
         voices.delete(request.match_info["voice_id"])
     except VoiceError as exc:
@@ -53,26 +54,57 @@ async def delete_voice(request: web.Request) -> web.Response:
 
 @routes.post("/v1/voices")
 async def create_voice(request: web.Request) -> web.Response:
-    _, _, voices = request.app[STATE].serving()
+    """Multipart fields ``audio``, ``transcript`` and optional ``id``; every refusal is a JSON error."""
+    state = request.app[STATE]
+    voices, settings = state.runtime.voices, state.settings
     if not request.content_type.startswith("multipart/"):
         return error_response(400, "bad_request", "send multipart/form-data with fields audio, transcript, id")
-    fields: dict[str, bytes | str] = {}
-    reader = await request.multipart()
-    while (part := await reader.next()) is not None:
-        if not isinstance(part, BodyPartReader) or part.name is None:
-            continue
-        data = await part.read()
-        fields[part.name] = bytes(data) if part.name == "audio" else data.decode("utf-8", errors="replace")
-    audio, transcript, voice_id = fields.get("audio"), fields.get("transcript"), fields.get("id")
-    if not isinstance(audio, bytes) or not audio:
-        return error_response(400, "bad_request", "the form field 'audio' (the reference recording) is required")
-    if not isinstance(transcript, str) or not transcript.strip():
-        return error_response(400, "bad_request", "the form field 'transcript' (what the audio says) is required")
     try:
-        voice = await voices.add(str(voice_id) if voice_id else None, audio, transcript)
+        form = await _read_form(request, {"audio": settings.max_upload_bytes, "id": 256,
+                                          "transcript": settings.max_transcript_bytes})
+    except VoiceError as exc:
+        return error_response(exc.status, exc.code, str(exc))
+    audio, transcript, voice_id = form.get("audio"), form.get("transcript"), form.get("id")
+    if not audio:
+        return error_response(400, "bad_request", "the form field 'audio' (the reference recording) is required")
+    text = transcript.decode("utf-8", errors="replace") if transcript else ""
+    if not text.strip():
+        return error_response(400, "bad_request", "the form field 'transcript' (what the audio says) is required")
+    limits = VoiceLimits(max_transcript_bytes=settings.max_transcript_bytes, max_voices=settings.max_voices,
+                         max_bytes=settings.max_voices_bytes)
+    try:
+        voice = await voices.add(voice_id.decode("utf-8", errors="replace") if voice_id else None, audio, text,
+                                 limits)
     except VoiceError as exc:
         return error_response(exc.status, exc.code, str(exc))
     return web.json_response(describe(voice), status=201)
+
+
+async def _read_form(request: web.Request, limits: dict[str, int]) -> dict[str, bytes]:
+    """The known fields, each read up to its limit (aiohttp's ``client_max_size`` does not bound a
+    multipart read); unknown fields are skipped unread. Raises VoiceError on a malformed body."""
+    form: dict[str, bytes] = {}
+    try:
+        reader = await request.multipart()
+        while (part := await reader.next()) is not None:
+            if not isinstance(part, BodyPartReader) or part.name not in limits:
+                continue  # the reader skips an unread part's bytes without keeping them
+            form[part.name] = await _read_part(part, part.name, limits[part.name])
+    except (ValueError, AssertionError, LookupError, TypeError, HttpProcessingError) as exc:
+        # aiohttp reports a bad boundary, header or part with assorted exception types
+        raise VoiceError(400, "bad_request", f"malformed multipart body: {exc}") from exc
+    return form
+
+
+async def _read_part(part: BodyPartReader, name: str, limit: int) -> bytes:
+    data = bytearray()
+    while chunk := await part.read_chunk(64 * 1024):
+        data += chunk
+        if len(data) > limit:
+            if name == "transcript":
+                raise VoiceError(400, "transcript_too_long", f"the transcript is over {limit} bytes (UTF-8)")
+            raise VoiceError(413, "too_large", f"the form field {name!r} is over {limit} bytes")
+    return bytes(data)
 
 
 def add_routes(app: web.Application) -> None:

@@ -25,7 +25,6 @@ import io
 import logging
 import os
 import platform
-import random
 import shutil
 import sys
 import time
@@ -37,17 +36,15 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
-from batching import MicroBatcher
-from engine import Engine, EngineError, SynthesisItem, Voice
-from engine.synthesis import CFG_RANGE, NFE_RANGE, SPEED_RANGE, SWAY_RANGE
+from engine import EngineError, Voice
 from observability import Metrics
 from observability.logs import configure_logging
-from server.core.boot import prepare
+from server.core.boot import Runtime, prepare
+from server.core.errors import ServiceError
+from server.core.events import AudioChunk, EventQueue, StreamEnd
+from server.core.service import Service, StreamRequest
 from server.core.settings import Settings, load_settings
-from server.core.sinks import AudioEvent, EndEvent, EventSink
-from server.core.stream import Stream, StreamParams
-from server.core.textfeed import TextFeed
-from server.core.voices import VoiceStore
+from server.core.stream import Stream
 
 log = logging.getLogger("server.runpod_worker")
 
@@ -71,14 +68,13 @@ class JobRequest:
     sway_sampling_coef: float = -1.0
 
 
-def _number(data: Mapping[str, Any], name: str, kind: type, default: Any, bounds: tuple[float, float]) -> Any:
+def _number(data: Mapping[str, Any], name: str, kind: type, default: Any) -> Any:
+    """Type check only: ranges are the service's (engine.params), the same for every front end."""
     value = data.get(name, default)
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else int):
         raise InputError(f"input.{name} must be a{'n integer' if kind is int else ' number'}")
-    if not bounds[0] <= value <= bounds[1]:
-        raise InputError(f"input.{name} must be between {bounds[0]} and {bounds[1]}")
     return kind(value)
 
 
@@ -109,17 +105,15 @@ def parse_job_input(data: Any, max_text_chars: int) -> JobRequest:
     fmt = data.get("format", "pcm")
     if fmt not in ("pcm", "wav"):
         raise InputError("input.format must be 'pcm' or 'wav'")
-    seed = _number(data, "seed", int, None, (0, 2**31 - 1))
     return JobRequest(
-        text=text, voice=voice, format=fmt, seed=seed,
-        speed=_number(data, "speed", float, 1.0, SPEED_RANGE),
-        nfe_steps=_number(data, "nfe_steps", int, None, NFE_RANGE),
-        cfg_strength=_number(data, "cfg_strength", float, 2.0, CFG_RANGE),
-        sway_sampling_coef=_number(data, "sway_sampling_coef", float, -1.0, SWAY_RANGE),
+        text=text, voice=voice, format=fmt, seed=_number(data, "seed", int, None),
+        speed=_number(data, "speed", float, 1.0), nfe_steps=_number(data, "nfe_steps", int, None),
+        cfg_strength=_number(data, "cfg_strength", float, 2.0),
+        sway_sampling_coef=_number(data, "sway_sampling_coef", float, -1.0),
     )
 
 
-def output_item(event: AudioEvent, fmt: str, sample_rate: int) -> dict[str, Any]:
+def output_item(event: AudioChunk, fmt: str, sample_rate: int) -> dict[str, Any]:
     pcm = event.pcm
     if fmt == "wav":  # each streamed piece a complete, playable file
         buffer = io.BytesIO()
@@ -129,13 +123,13 @@ def output_item(event: AudioEvent, fmt: str, sample_rate: int) -> dict[str, Any]
 
 
 class Worker:
-    def __init__(self, settings: Settings, engine: Engine, batcher: MicroBatcher[SynthesisItem, np.ndarray],
-                 voices: VoiceStore, metrics: Metrics) -> None:
+    def __init__(self, settings: Settings, runtime: Runtime, metrics: Metrics) -> None:
         self.settings = settings
-        self.engine = engine
-        self.batcher = batcher
-        self.voices = voices
+        self.engine = runtime.engine
+        self.batcher = runtime.batcher
         self.metrics = metrics
+        self.service = Service(settings, metrics)
+        self.service.attach(runtime)
         self._started = False
         self._inline: OrderedDict[str, Voice] = OrderedDict()
 
@@ -153,14 +147,12 @@ class Worker:
         metrics.ready.set(1)
         log.info("worker ready", extra={"startup_seconds": round(time.perf_counter() - started, 3),
                                         "concurrency": settings.max_batch_size})
-        return cls(settings, ready.engine, ready.batcher, ready.voices, metrics)
+        return cls(settings, ready, metrics)
 
-    async def _voice(self, request: JobRequest) -> Voice:
+    async def _voice(self, request: JobRequest) -> str | Voice:
+        """A voice id (looked up by the service), or an inline voice prepared here once and cached."""
         if isinstance(request.voice, str):
-            voice = self.voices.get(request.voice)
-            if voice is None:
-                raise InputError(f"unknown_voice: no voice {request.voice!r}")
-            return voice
+            return request.voice
         audio, transcript = request.voice
         key = hashlib.sha256(audio + transcript.encode()).hexdigest()
         if key not in self._inline:
@@ -168,7 +160,7 @@ class Worker:
                 self._inline[key] = await self.batcher.call_in_worker(
                     self.engine.prepare_voice, f"inline-{key[:12]}", audio, transcript)
             except EngineError as exc:
-                raise InputError(f"bad_request: inline voice: {exc}") from exc
+                raise ServiceError("bad_request", f"inline voice: {exc}") from exc
             while len(self._inline) > INLINE_VOICE_CACHE:
                 self._inline.popitem(last=False)
         self._inline.move_to_end(key)
@@ -179,39 +171,45 @@ class Worker:
         if not self._started:  # the batcher's task lives in the SDK's event loop
             await self.batcher.start()
             self._started = True
+        events = EventQueue()
         try:
-            request = parse_job_input(job.get("input"), self.settings.max_text_chars)
-            voice = await self._voice(request)
-            nfe = request.nfe_steps or self.settings.default_nfe_steps
-            self.engine.validate(SynthesisItem(request.text, voice, request.speed, nfe, request.cfg_strength,
-                                               request.sway_sampling_coef, 0))
-        except (InputError, EngineError) as exc:
-            self.metrics.request_finished("runpod", "bad_request")
-            yield {"error": str(exc) if isinstance(exc, InputError) else f"bad_request: {exc}"}
+            stream, fmt = await self._open(job, events)
+        except ServiceError as error:
+            yield {"error": f"{error.code}: {error}"}
             return
-        seed = request.seed if request.seed is not None else random.randrange(2**31)
-        params = StreamParams(voice, request.speed, nfe, request.cfg_strength, request.sway_sampling_coef, seed)
-        sink = EventSink()
-        feed = TextFeed.complete(request.text, self.engine.chunk_limit(voice, request.speed))
-        stream = Stream(str(job.get("id", "job")), 1, params, feed, self.engine, self.batcher, sink, self.metrics,
-                        transport="runpod", retry_until_s=self.settings.queue_timeout_s)
-        task = asyncio.create_task(stream.run())
+        task = self.service.start(stream)
         try:
             while True:
-                event = await sink.next()
-                if isinstance(event, AudioEvent):
-                    yield output_item(event, request.format, self.engine.sample_rate)
-                elif isinstance(event, EndEvent):
-                    yield {"done": True, "seed": seed, "sample_rate": self.engine.sample_rate,
-                           **{k: event.info[k] for k in ("samples", "chunks", "ttfa_ms", "latency_ms", "rtf")}}
+                event = await events.next()
+                if isinstance(event, AudioChunk):
+                    yield output_item(event, fmt, self.engine.sample_rate)
+                elif isinstance(event, StreamEnd):
+                    yield {"done": True, "seed": stream.params.seed, "sample_rate": self.engine.sample_rate,
+                           **{k: v for k, v in event.figures().items() if k != "frames"}}
                     return
                 else:
-                    yield {"error": f"{event.code}: {event.message}"}
+                    yield {"error": f"{event.error.code}: {event.error}"}
                     return
         finally:  # job cancelled (or the consumer went away): drop this job's queued chunks now
             if not task.done():
                 stream.cancel()
                 task.cancel()
+
+    async def _open(self, job: dict[str, Any], events: EventQueue) -> tuple[Stream, str]:
+        job_id = str(job.get("id", "job"))
+        try:
+            request = parse_job_input(job.get("input"), self.settings.max_text_chars)
+            voice = await self._voice(request)
+        except (InputError, ServiceError) as exc:
+            error = exc.for_request(job_id) if isinstance(exc, ServiceError) \
+                else ServiceError("bad_request", str(exc), job_id)
+            self.service.refused("runpod", error)
+            raise error from None
+        stream = self.service.open(StreamRequest(
+            id=job_id, text=request.text, voice=voice, speed=request.speed, nfe_steps=request.nfe_steps,
+            cfg_strength=request.cfg_strength, sway_sampling_coef=request.sway_sampling_coef, seed=request.seed,
+        ), "runpod", events)
+        return stream, request.format
 
     async def aggregate(self, job: dict[str, Any]) -> Any:
         """The same job, collected into one result. The SDK's ``--test_input`` mode does not iterate a

@@ -12,28 +12,16 @@ from typing import Any, ClassVar
 
 import orjson
 
+from server.core.errors import ERRORS, ServiceError
+from server.core.events import StreamEnd
+
 ENCODING = "pcm_s16le"
 CHANNELS = 1
 FRAME_HEADER = struct.Struct("<II")
 MAX_ID_CHARS = 128
 
-# The closed set of error codes (docs/protocol.md explains each).
-ERROR_CODES = frozenset({
-    "bad_request", "unknown_voice", "text_too_long", "too_many_streams", "too_many_sockets", "queue_full",
-    "timeout", "unauthorized", "shutting_down", "internal",
-})
-
-
-class ProtocolError(Exception):
-    """A client message the server cannot act on. Sent back as an ``error`` message."""
-
-    def __init__(self, code: str, message: str, request_id: str | None = None,
-                 retry_after_ms: int | None = None) -> None:
-        assert code in ERROR_CODES, code
-        super().__init__(message)
-        self.code = code
-        self.request_id = request_id
-        self.retry_after_ms = retry_after_ms
+ERROR_CODES = frozenset(ERRORS)
+"""The closed set of error codes, from the one table (server/core/errors.py; docs/protocol.md)."""
 
 
 # -- client -> server ---------------------------------------------------------------------------------
@@ -95,33 +83,33 @@ def parse_client_message(raw: str | bytes) -> ClientMessage:
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise ProtocolError("bad_request", f"message is not valid JSON: {exc}") from None
+        raise ServiceError("bad_request", f"message is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
-        raise ProtocolError("bad_request", "message must be a JSON object")
+        raise ServiceError("bad_request", "message must be a JSON object")
     request_id = data.get("id") if isinstance(data.get("id"), str) else None
     kind = data.get("type")
     cls = _CLIENT_TYPES.get(kind) if isinstance(kind, str) else None
     if cls is None:
-        raise ProtocolError("bad_request", f"unknown message type {kind!r}; expected one of "
+        raise ServiceError("bad_request", f"unknown message type {kind!r}; expected one of "
                             f"{', '.join(sorted(_CLIENT_TYPES))}", request_id)
     names = {f.name for f in fields(cls)}
     values: dict[str, Any] = {}
     for name in names:
         if name not in data or data[name] is None:
             if name in _REQUIRED:
-                raise ProtocolError("bad_request", f"{kind} needs the field {name!r}", request_id)
+                raise ServiceError("bad_request", f"{kind} needs the field {name!r}", request_id)
             continue
         value = data[name]
         expected = _FIELD_TYPES[name]
         if (isinstance(value, bool) and bool not in expected) or not isinstance(value, expected):
             type_name = " or ".join(t.__name__ for t in expected)
-            raise ProtocolError("bad_request", f"field {name!r} must be {type_name}", request_id)
+            raise ServiceError("bad_request", f"field {name!r} must be {type_name}", request_id)
         values[name] = value
     unknown = set(data) - names - {"type"}
     if unknown:
-        raise ProtocolError("bad_request", f"unknown field(s) for {kind}: {', '.join(sorted(unknown))}", request_id)
+        raise ServiceError("bad_request", f"unknown field(s) for {kind}: {', '.join(sorted(unknown))}", request_id)
     if not values["id"] or len(values["id"]) > MAX_ID_CHARS:
-        raise ProtocolError("bad_request", f"id must be 1-{MAX_ID_CHARS} characters", None)
+        raise ServiceError("bad_request", f"id must be 1-{MAX_ID_CHARS} characters", None)
     message: ClientMessage = cls(**values)
     return message
 
@@ -146,21 +134,11 @@ class AudioStart:
 class AudioEnd:
     id: str
     stream: int
-    samples: int
-    """Samples sent for this id (bytes of PCM received / 2)."""
-    chunks: int
-    """Text chunks synthesised."""
-    frames: int
-    """Binary frames sent."""
-    ttfa_ms: float
-    """Milliseconds from the request (first text) to the first audio frame sent."""
-    latency_ms: float
-    """Milliseconds from the request to this message. Incremental streams: from their first text."""
-    rtf: float
-    """latency / audio duration."""
+    end: StreamEnd
+    """The figures: samples (= PCM bytes received / 2), chunks, frames, ttfa_ms, latency_ms, rtf."""
 
     def to_json(self) -> str:
-        return orjson.dumps({"type": "audio_end", **asdict(self)}).decode()
+        return orjson.dumps({"type": "audio_end", "id": self.id, "stream": self.stream, **self.end.figures()}).decode()
 
 
 @dataclass(frozen=True)
@@ -177,7 +155,7 @@ class ErrorMessage:
         return orjson.dumps(data).decode()
 
     @classmethod
-    def from_error(cls, error: ProtocolError) -> ErrorMessage:
+    def from_error(cls, error: ServiceError) -> ErrorMessage:
         return cls(error.code, str(error), error.request_id, error.retry_after_ms)
 
 

@@ -1,0 +1,132 @@
+"""The one request path shared by every front end: a front end parses its input into a
+``StreamRequest`` and maps ``ServiceError`` onto its wire; voice lookup, defaults, validation, seeding,
+in-flight accounting and request metrics all happen here."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from engine import EngineError, SynthesisItem, SynthesisParams, Voice
+from engine.params import ParameterRangeError
+from observability import Metrics
+from server.core.boot import Runtime
+from server.core.errors import ServiceError, classify
+from server.core.events import Sink
+from server.core.settings import Settings
+from server.core.stream import Stream
+from server.core.textfeed import TextFeed
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StreamRequest:
+    id: str
+    text: str
+    voice: str | Voice = "default"
+    """A voice id, or a voice the front end prepared itself (RunPod's inline voices)."""
+    speed: float = 1.0
+    nfe_steps: int | None = None
+    """Absent: the server's default."""
+    cfg_strength: float = 2.0
+    sway_sampling_coef: float = -1.0
+    seed: int | None = None
+    """Absent: random (reported back to the client)."""
+    final: bool = True
+    """False: an incremental stream, fed later through ``stream.feed``."""
+
+
+class Service:
+    """Opens streams on the runtime and keeps the books: in-flight gauges, refusals, drain state."""
+
+    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self._runtime: Runtime | None = None
+        self.draining = False
+        self.active = 0
+        """Streams running now, over all front ends."""
+
+    @property
+    def runtime(self) -> Runtime:
+        if self._runtime is None:
+            raise ServiceError("shutting_down", "the server is not ready", retry_after_ms=1000)
+        return self._runtime
+
+    def attach(self, runtime: Runtime | None) -> None:
+        self._runtime = runtime
+
+    def open(self, request: StreamRequest, transport: str, sink: Sink, number: int = 1) -> Stream:
+        """A validated stream, not yet started. A refusal is counted and raised as ``ServiceError``."""
+        try:
+            return self._open(request, transport, sink, number)
+        except Exception as exc:
+            error = classify(exc, request.id)
+            self.refused(transport, error)
+            raise error from None
+
+    def refused(self, transport: str, error: ServiceError) -> None:
+        """Count a request refused before it started (front ends call this for their own refusals)."""
+        self.metrics.request_finished(transport, error.code)
+        log.info("request refused", extra={"request_id": error.request_id, "transport": transport,
+                                           "code": error.code, "reason": str(error)})
+
+    def start(self, stream: Stream) -> asyncio.Task[None]:
+        """Run ``stream``; it counts as in flight until its task ends, however it ends."""
+        self.active += 1
+        self.metrics.inflight.labels(stream.transport).inc()
+        task = asyncio.create_task(stream.run(), name=f"stream-{stream.id}")
+        task.add_done_callback(lambda _t: self._finished(stream))
+        return task
+
+    def _finished(self, stream: Stream) -> None:
+        stream.record_cancelled()  # no-op unless the task was cancelled before it ever ran
+        self.active -= 1
+        self.metrics.inflight.labels(stream.transport).dec()
+
+    def _open(self, request: StreamRequest, transport: str, sink: Sink, number: int) -> Stream:
+        if self.draining:
+            raise ServiceError("shutting_down", "the server is shutting down; reconnect elsewhere", retry_after_ms=1000)
+        settings, runtime = self.settings, self.runtime
+        if len(request.text) > settings.max_text_chars:
+            raise ServiceError("text_too_long", f"text is {len(request.text)} characters; the limit is "
+                               f"{settings.max_text_chars}", param="input")
+        voice = self._voice(request.voice)
+        params = self._params(request)
+        engine = runtime.engine
+        if request.final:
+            if not request.text.strip():
+                raise ServiceError("bad_request", "text is empty", param="input")
+            self._check_speakable(SynthesisItem.of(request.text, voice, params))
+        limit = engine.chunk_limit(voice, params.speed)
+        feed = TextFeed.complete(request.text, limit) if request.final else TextFeed(limit)
+        if not request.final and request.text:
+            feed.append(request.text)
+        return Stream(request.id, number, voice, params, feed, runtime, sink, self.metrics, transport=transport,
+                      retry_until_s=settings.queue_timeout_s)
+
+    def _params(self, request: StreamRequest) -> SynthesisParams:
+        try:
+            return SynthesisParams.build(
+                speed=request.speed, nfe_steps=request.nfe_steps, cfg_strength=request.cfg_strength,
+                sway_sampling_coef=request.sway_sampling_coef, seed=request.seed,
+                default_nfe_steps=self.settings.default_nfe_steps)
+        except ParameterRangeError as exc:
+            raise ServiceError("bad_request", str(exc), param=exc.param, detail=f"invalid_{exc.param}") from None
+
+    def _voice(self, voice: str | Voice) -> Voice:
+        if isinstance(voice, Voice):
+            return voice
+        found = self.runtime.voices.get(voice)
+        if found is None:
+            raise ServiceError("unknown_voice", f"no voice {voice!r}; see GET /v1/voices", param="voice",
+                               detail="voice_not_found")
+        return found
+
+    def _check_speakable(self, item: SynthesisItem) -> None:
+        try:
+            self.runtime.engine.validate(item)
+        except EngineError as exc:
+            raise ServiceError("bad_request", str(exc), param="input", detail="invalid_input") from None
