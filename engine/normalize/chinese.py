@@ -95,7 +95,7 @@ def _unit(match: re.Match[str]) -> str:
     return number(match.group(1)) + UNITS[match.group(2).replace(" ", "")]
 
 
-@rule("numbers", r"(?:(?<![\w.,)\]-])-)?(?<![\d.])(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?!\d)")
+@rule("numbers", r"(?:(?<![A-Za-z0-9.,)\]-])-)?(?<![\d.])(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?!\d)")
 def _number(match: re.Match[str]) -> str:
     return number(match.group())
 

@@ -161,7 +161,7 @@ def _ordinal(match: re.Match[str]) -> str:
 def _unit(match: re.Match[str]) -> str:
     amount, unit = match.group(1), match.group(2).replace(" ", "")
     name = UNITS[unit]
-    plural = _IRREGULAR.get(name) or _plural(name)
+    plural = _IRREGULAR.get(name) or (name if name.endswith("hertz") else _plural(name))
     return f"{cardinal(amount)} {name if amount.lstrip('-') == '1' else plural}"
 
 
@@ -190,16 +190,17 @@ def _number(match: re.Match[str]) -> str:
     return cardinal(match.group().replace("−", "-"))
 
 
-@rule("abbreviations", r"\b(" + "|".join(TITLES) + r")\.(?= ?[A-Z])")
+@rule("abbreviations", r"\b(" + "|".join(TITLES) + r")\.")
 def _title(match: re.Match[str]) -> str:
     return TITLES[match.group(1)]
 
 
 @rule("abbreviations", r"\bSt\.")
 def _saint_or_street(match: re.Match[str]) -> str:
-    # "St. Louis" is a saint, "Main St." a street: a capitalised word before it names the street.
+    # "St. Louis" is a saint, "on Main St." a street: a capitalised word inside a sentence before it
+    # names the street, as does the lack of a name after it.
     before, after = match.string[: match.start()], match.string[match.end() :]
-    street = bool(re.search(r"\b[A-Z][a-z]+ $", before)) or not re.match(r" ?[A-Z]", after)
+    street = bool(re.search(r"[a-z,;:] +[A-Z][a-z]* $", before)) or not re.match(r" ?[A-Z]", after)
     return ("Street" + ("." if keeps_stop(match) else "")) if street else "Saint"
 
 

@@ -33,7 +33,7 @@ SayAs = Callable[[str, str | None], str]  # SSML say-as: (text, format) -> spoke
 # A URL or address ends before trailing sentence punctuation: "see example.com." keeps its stop.
 _TAIL = r"""[^\s<>"'.,;:!?)\]}]"""
 URL = (r"(?:\b(?:https?|ftp)://|\bwww\.)[^\s<>\"']*" + _TAIL
-       + r"|\b(?:[A-Za-z0-9-]+\.)+(?:com|org|net|edu|gov|io|ai|dev|app|info|co|uk|de|fr|cn|jp|me|tv|ly)\b"
+       + r"|(?<!@)\b(?:[A-Za-z0-9-]+\.)+(?:com|org|net|edu|gov|io|ai|dev|app|info|co|uk|de|fr|cn|jp|me|tv|ly)\b"
        + r"(?:/[^\s<>\"']*" + _TAIL + r"|/)?(?![\w@-])")
 EMAIL = r"\b[A-Za-z0-9._%+-]+@(?:[A-Za-z0-9-]+\.)+[A-Za-z]{2,}\b"
 _URL_PART = re.compile(r"[A-Za-z]+|\d+|[^A-Za-z\d]")
