@@ -12,9 +12,9 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from f5_tts.model.modules import AttnProcessor
 from torch import nn
-from x_transformers.x_transformers import apply_rotary_pos_emb
+
+from engine.f5 import AttnProcessor, apply_rotary_pos_emb
 
 
 class MaskedAttnProcessor(AttnProcessor):

@@ -2,17 +2,18 @@
 
 ``import f5_tts.model.<anything>`` first runs ``f5_tts/model/__init__.py``, which imports the trainer
 (wandb, accelerate) and, through it, the dataset code (datasets, pandas): about 2 s and hundreds of MB
-that a server never uses. Three standard import-system tools keep them out:
+that a server never uses. Two import-system mechanisms keep them out:
 
 * ``f5_tts.model`` is registered as a *light package*: the real package's spec and ``__path__``, not
   executed, so its submodules (``cfm``, ``backbones.dit``, ``modules``, ``utils``) import as usual and
   the package's names (``CFM``, ``DiT``, ``Trainer``, ...) resolve on first use (PEP 562 ``__getattr__``).
-* ``einx`` (imported by x_transformers for layers F5 does not use; it pulls in sympy and torch._dynamo) is
-  loaded with ``importlib.util.LazyLoader``: executed on first attribute access, i.e. never here.
-* ``librosa.filters`` (BigVGAN mel filters; we only serve Vocos) and ``pypinyin`` (Chinese text only) are
-  from-imported by f5-tts, which would execute them at once. While f5-tts's modules import, stand-ins
-  whose names import the real module on first call take their place in ``sys.modules``; afterwards the
-  stand-ins are removed, so anyone else importing those packages gets the real ones.
+* Modules that f5-tts and its dependencies import at module level but use only on paths a Vocos,
+  non-Chinese request never takes (``_STAND_INS``: einx, librosa.filters, pypinyin, scipy.integrate,
+  about 3 s together) are replaced in ``sys.modules``, only while f5-tts's modules import, by stand-ins
+  whose names import the real module on first use. Afterwards the stand-ins are removed, so anyone
+  else importing those packages gets the real ones. (``importlib.util.LazyLoader`` does not work here:
+  ``from m import name`` executes the module at once, and torch's ``inspect`` scans of ``sys.modules``
+  trigger lazy modules as soon as any op is registered.)
 
 Every engine module imports its f5-tts names from here. ``tests/test_cold_start.py`` fails if a future
 f5-tts release brings the training modules back into the serving process.
@@ -55,44 +56,38 @@ class _Deferred:
         return getattr(self._target(), attr)
 
 
-# What f5-tts from-imports out of packages only some models or languages need.
-_STAND_INS = {
-    "librosa.filters": ("mel",),  # f5_tts.model.modules: BigVGAN mel filters
-    "pypinyin": ("Style", "lazy_pinyin"),  # f5_tts.model.utils: Chinese text only
-}
+class _StandIn(types.ModuleType):
+    """A module whose every public name is ``_Deferred``: fine for names used only inside functions.
+    Dunder lookups fail as for a plain module, so ``inspect``/``hasattr(m, "__file__")`` scans (torch
+    does them while registering ops) cannot trigger the real import, as they would with LazyLoader."""
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return _Deferred(self.__name__, name)
+
+
+# Imported by f5-tts and its dependencies at module level, used only by code paths we never run:
+_STAND_INS = (
+    "einx",  # x_transformers layers F5 does not use; pulls in sympy and torch._dynamo
+    "librosa.filters",  # f5_tts.model.modules: BigVGAN mel filters (we serve Vocos); scipy.signal, numba
+    "pypinyin",  # f5_tts.model.utils: Chinese text only (the first such request imports it, ~0.5 s)
+    "scipy.integrate",  # torchdiffeq's SciPy solver wrapper; F5 integrates with its own Euler steps
+)
 
 
 @contextmanager
-def _stand_ins(spec: dict[str, tuple[str, ...]]) -> Iterator[None]:
+def _stand_ins(modules: tuple[str, ...]) -> Iterator[None]:
     placed: dict[str, types.ModuleType] = {}
-    for module, names in spec.items():
-        if module in sys.modules:  # already really imported: nothing to save
-            continue
-        stand_in = types.ModuleType(module, "deferred by engine.f5")
-        for name in names:
-            setattr(stand_in, name, _Deferred(module, name))
-        placed[module] = sys.modules[module] = stand_in
+    for module in modules:
+        if module not in sys.modules:  # already really imported: nothing to save
+            placed[module] = sys.modules[module] = _StandIn(module, "deferred by engine.f5")
     try:
         yield
-    finally:
+    finally:  # later importers get the real modules; f5-tts keeps the stand-ins it bound
         for module, stand_in in placed.items():
             if sys.modules.get(module) is stand_in:
                 del sys.modules[module]
-
-
-def _lazy_module(name: str) -> None:
-    """The LazyLoader recipe from the importlib docs: ``import name`` binds a module that executes on
-    first attribute access."""
-    if name in sys.modules:
-        return
-    spec = importlib.util.find_spec(name)
-    if spec is None or spec.loader is None:
-        return  # not installed: the real import will say so where it is needed
-    loader = importlib.util.LazyLoader(spec.loader)
-    spec.loader = loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    loader.exec_module(module)
 
 
 def _light_package(name: str, names: dict[str, str]) -> None:
@@ -119,7 +114,6 @@ def _light_package(name: str, names: dict[str, str]) -> None:
 
 def _import_f5() -> None:
     _light_package(_MODEL_PACKAGE, _PACKAGE_NAMES)
-    _lazy_module("einx")
     with _stand_ins(_STAND_INS):
         for module in ("f5_tts.model.utils", "f5_tts.model.modules", "f5_tts.model.cfm",
                        "f5_tts.model.backbones.dit", "f5_tts.model.backbones.unett"):

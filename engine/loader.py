@@ -125,7 +125,7 @@ def load_weights(module: nn.Module, state: dict[str, torch.Tensor], source: Path
 
 def build_cfm(spec: ModelSpec, vocab: dict[str, int], vocab_size: int) -> Any:
     """The upstream CFM around a DiT/UNetT of ``spec``'s shape, with fresh (untrained) weights."""
-    from f5_tts.model import CFM, DiT, UNetT
+    from engine.f5 import CFM, DiT, UNetT
 
     backbones: dict[str, type[nn.Module]] = {"DiT": DiT, "UNetT": UNetT}
     if spec.backbone not in backbones:

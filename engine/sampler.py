@@ -12,9 +12,10 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from f5_tts.model.utils import get_epss_timesteps, lens_to_mask, list_str_to_idx
 from torch.nn.utils.rnn import pad_sequence
 from torchdiffeq import odeint
+
+from engine.f5 import get_epss_timesteps, lens_to_mask, list_str_to_idx
 
 MAX_FRAMES = 65536  # upstream's cap on total (reference + generated) frames
 
