@@ -23,9 +23,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from f5_tts.model.utils import get_epss_timesteps, lens_to_mask, list_str_to_idx
 from torch.nn.utils.rnn import pad_sequence
 
+from engine.f5 import get_epss_timesteps, lens_to_mask, list_str_to_idx
 from engine.sampler import _noise, total_frames
 from engine.synthesis import Engine, SynthesisItem, _tokens
 from engine.vocoder import decode_batch
