@@ -39,3 +39,9 @@ class InvalidParameterError(EngineError):
     """A synthesis parameter (speed, nfe_steps, cfg, ...) is out of range."""
 
     code = "bad_request"
+
+
+class TranscriptTooLongError(InvalidTextError):
+    """A voice transcript longer than the limit, or too long for its clip to ever fit the model's context."""
+
+    code = "transcript_too_long"

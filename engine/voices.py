@@ -3,21 +3,30 @@
 The processing mirrors ``f5_tts.infer.utils_infer`` (``preprocess_ref_audio_text`` for the transcript,
 ``infer_batch_process`` for RMS and resampling) so a voice sounds the same here as upstream. Clipping is
 a plain cut at ``max_seconds`` rather than upstream's silence search: it is predictable and documented.
+
+Uploads are untrusted, and audio is a resource attack: a 3.5 MB FLAC of a constant tone decodes to
+gigabytes, and a sinc resampler's filter table grows with rate / gcd(rate, 24 000). So the header is
+probed first and absurd ones refused, at most ``max_seconds`` are decoded (block by block, mixed to mono
+as they come, never the whole file), and rates whose reduced ratio is large go through soxr, whose cost
+does not depend on the gcd. Everything here is plain CPU work meant to run off the model thread.
 """
 
 from __future__ import annotations
 
 import io
+import math
 from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+import soxr
 import torch
 import torchaudio
 
-from engine.errors import InvalidAudioError, InvalidTextError
+from engine.errors import InvalidAudioError, InvalidTextError, TranscriptTooLongError
+from engine.text import max_chunk_bytes, nbytes
 
 SAMPLE_RATE = 24_000
 TARGET_RMS = 0.1
@@ -26,6 +35,19 @@ MAX_SECONDS = 12.0
 SILENCE_RMS = 1e-4
 DEFAULT_VOICE_ID = "default"
 DEFAULT_TRANSCRIPT = "Some call me nature, others call me mother nature."
+
+MIN_RATE, MAX_RATE = 4_000, 192_000
+MAX_CHANNELS = 8
+MAX_SOURCE_SECONDS = 3_600.0
+"""A header claiming more than an hour is refused outright: no reference needs it, and it is the
+signature of a decompression bomb (only ``max_seconds`` would be decoded anyway)."""
+BLOCK_FRAMES = 32_768
+"""Frames decoded at a time: bounds the multichannel float buffer to ~1 MB whatever the file says."""
+TORCHAUDIO_MAX_RATIO = 1_000
+"""Up to this reduced ratio (e.g. 44 100 -> 24 000 is 147:80) upstream's own resampler is used, so voices
+match upstream bit for bit; its filter table is then at most ~1000 x 1000. Beyond it (23 999 Hz) soxr."""
+FASTEST_SPEED = 4.0  # the top of engine.params.SPEED_RANGE: chunks are longest at the fastest speed
+MAX_TOKENS = 65_536  # engine.sampler.MAX_FRAMES: reference + chunk tokens must stay below it
 
 
 @dataclass(frozen=True, eq=False)
@@ -55,6 +77,19 @@ class Voice:
         return int(self.audio.shape[-1]) // 256
 
 
+@dataclass(frozen=True, eq=False)
+class Reference:
+    """A decoded reference before normalisation: what a voice is stored as."""
+
+    samples: np.ndarray = field(repr=False)
+    """Mono float32 at 24 kHz, clipped to ``max_seconds``, loudness as uploaded."""
+    rms: float
+    """RMS at the source rate, as upstream measures it."""
+    source_seconds: float
+    """Decoded length at the source rate, after clipping."""
+    clipped: bool
+
+
 def reference_text(transcript: str) -> str:
     text = transcript.strip()
     if not text:
@@ -68,41 +103,104 @@ def reference_text(transcript: str) -> str:
     return text
 
 
-def decode_audio(data: bytes) -> tuple[np.ndarray, int]:
-    """Any format libsndfile reads (wav, flac, ogg/vorbis/opus, mp3) -> (samples, channels) float32, rate."""
+def _open(data: bytes) -> sf.SoundFile:
     if not data:
         raise InvalidAudioError("reference audio is empty")
     try:
-        samples, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+        return sf.SoundFile(io.BytesIO(data))
     except Exception as exc:  # soundfile raises LibsndfileError, RuntimeError, TypeError...
         raise InvalidAudioError(f"cannot decode reference audio: {exc}") from exc
-    if samples.size == 0:
+
+
+def _check_header(audio: sf.SoundFile) -> None:
+    """Refuse what no real reference looks like, before a single frame is decoded."""
+    if not MIN_RATE <= audio.samplerate <= MAX_RATE:
+        raise InvalidAudioError(f"reference sample rate {audio.samplerate} Hz is outside {MIN_RATE}-{MAX_RATE} Hz")
+    if not 1 <= audio.channels <= MAX_CHANNELS:
+        raise InvalidAudioError(f"reference has {audio.channels} channels; at most {MAX_CHANNELS} are accepted")
+    if audio.frames > MAX_SOURCE_SECONDS * audio.samplerate:
+        raise InvalidAudioError(f"reference audio claims {audio.frames / audio.samplerate:.0f} s; "
+                                f"at most {MAX_SOURCE_SECONDS:.0f} s is accepted (only {MAX_SECONDS:.0f} s are used)")
+
+
+def _read_mono(audio: sf.SoundFile, limit: int) -> tuple[np.ndarray, bool]:
+    """Up to ``limit`` frames mixed to mono, and whether the file holds more (one frame past the limit
+    is read to know: MP3 and Ogg headers only estimate their length)."""
+    blocks: list[np.ndarray] = []
+    wanted = limit + 1
+    try:
+        while wanted > 0:
+            block = audio.read(min(BLOCK_FRAMES, wanted), dtype="float32", always_2d=True)
+            if block.shape[0] == 0:
+                break
+            blocks.append(block.mean(axis=1, dtype=np.float32) if block.shape[1] > 1 else block[:, 0].copy())
+            wanted -= block.shape[0]
+    except Exception as exc:
+        raise InvalidAudioError(f"cannot decode reference audio: {exc}") from exc
+    mono = np.concatenate(blocks) if blocks else np.zeros(0, dtype=np.float32)
+    return mono[:limit], mono.shape[0] > limit
+
+
+def resample(mono: np.ndarray, rate: int) -> np.ndarray:
+    """To 24 kHz at a cost that does not grow with rate / gcd(rate, 24 000)."""
+    if rate == SAMPLE_RATE:
+        return mono
+    divisor = math.gcd(rate, SAMPLE_RATE)
+    if max(rate, SAMPLE_RATE) // divisor <= TORCHAUDIO_MAX_RATIO:
+        return torchaudio.functional.resample(torch.from_numpy(mono)[None], rate, SAMPLE_RATE)[0].numpy()
+    return np.asarray(soxr.resample(mono, rate, SAMPLE_RATE, quality="HQ"), dtype=np.float32)
+
+
+def load_reference(data: bytes, *, max_seconds: float = MAX_SECONDS) -> Reference:
+    """Any format libsndfile reads (wav, flac, ogg/vorbis/opus, mp3) -> mono 24 kHz, at most
+    ``max_seconds``. Work and memory are bounded by ``max_seconds`` at ``MAX_RATE``, whatever the file."""
+    with _open(data) as audio:
+        _check_header(audio)
+        rate = int(audio.samplerate)
+        mono, clipped = _read_mono(audio, int(max_seconds * rate))
+    if mono.size == 0:
         raise InvalidAudioError("reference audio has no samples")
-    if not np.isfinite(samples).all():
+    if not np.isfinite(mono).all():
         raise InvalidAudioError("reference audio contains NaN or infinite samples")
-    return samples, int(rate)
-
-
-def prepare_voice(voice_id: str, data: bytes, transcript: str, *, max_seconds: float = MAX_SECONDS) -> Voice:
-    ref_text = reference_text(transcript)
-    samples, rate = decode_audio(data)
-    mono = samples.mean(axis=1)
     seconds = mono.shape[0] / rate
     if seconds < MIN_SECONDS:
         raise InvalidAudioError(f"reference audio is {seconds:.2f} s long; at least {MIN_SECONDS} s is needed")
-    clipped = seconds > max_seconds
-    if clipped:
-        mono = mono[: int(max_seconds * rate)]
-    audio = torch.from_numpy(np.ascontiguousarray(mono)).unsqueeze(0)
-    rms = float(torch.sqrt(torch.mean(torch.square(audio))))
-    if rms < SILENCE_RMS:
-        raise InvalidAudioError(f"reference audio is silent (RMS {rms:.1e})")
-    if rms < TARGET_RMS:
-        audio = audio * TARGET_RMS / rms
-    if rate != SAMPLE_RATE:
-        audio = torchaudio.functional.resample(audio, rate, SAMPLE_RATE)
+    rms = float(np.sqrt(np.mean(np.square(mono, dtype=np.float64))))
+    samples = np.ascontiguousarray(resample(mono, rate), dtype=np.float32)
+    return Reference(samples=samples, rms=rms, source_seconds=seconds, clipped=clipped)
+
+
+def encode_reference(reference: Reference) -> bytes:
+    """The stored form of a voice: 24-bit FLAC at 24 kHz (<= ~1 MB for 12 s), not the upload."""
+    buffer = io.BytesIO()
+    sf.write(buffer, np.clip(reference.samples, -1.0, 1.0), SAMPLE_RATE, format="FLAC", subtype="PCM_24")
+    return buffer.getvalue()
+
+
+def check_transcript_fits(ref_text: str, seconds: float) -> None:
+    """A transcript far denser than speech would make every synthesis overflow the model's frame cap
+    (reference tokens + the longest chunk at the fastest speed): refuse it when the voice is made."""
+    worst = nbytes(ref_text) + max_chunk_bytes(ref_text, seconds, FASTEST_SPEED)
+    if worst >= MAX_TOKENS:
+        raise TranscriptTooLongError(f"the transcript ({nbytes(ref_text)} bytes) is far longer than "
+                                     f"{seconds:.1f} s of speech can hold; give the text spoken in the clip")
+
+
+def voice_from_reference(voice_id: str, transcript: str, reference: Reference) -> Voice:
+    ref_text = reference_text(transcript)
+    if reference.rms < SILENCE_RMS:
+        raise InvalidAudioError(f"reference audio is silent (RMS {reference.rms:.1e})")
+    check_transcript_fits(ref_text, reference.samples.shape[0] / SAMPLE_RATE)
+    audio = torch.from_numpy(reference.samples).unsqueeze(0)
+    if reference.rms < TARGET_RMS:
+        audio = audio * TARGET_RMS / reference.rms
     return Voice(id=voice_id, transcript=transcript.strip(), ref_text=ref_text, audio=audio.contiguous(),
-                 rms=rms, clipped=clipped)
+                 rms=reference.rms, clipped=reference.clipped)
+
+
+def prepare_voice(voice_id: str, data: bytes, transcript: str, *, max_seconds: float = MAX_SECONDS) -> Voice:
+    reference_text(transcript)  # an empty transcript fails before any decoding
+    return voice_from_reference(voice_id, transcript, load_reference(data, max_seconds=max_seconds))
 
 
 def default_voice_file() -> Path:
