@@ -1,6 +1,7 @@
 """An SSML subset, and pause markers for plain text: text in, a list of speech and silence segments out.
 
-SSML is opt-in: a request whose text, stripped, starts with ``<speak`` is parsed as SSML (``is_ssml``).
+SSML is opt-in: a request whose text, stripped, starts with ``<speak`` (optionally after an XML
+declaration) is parsed as SSML (``is_ssml``).
 Supported: ``<speak xml:lang>``, ``<break time="500ms|2s" strength="none|x-weak|weak|medium|strong|
 x-strong">``, ``<say-as interpret-as="characters|spell-out|cardinal|number|ordinal|date|telephone"
 format="ymd|mdy|dmy|...">``, ``<sub alias>``, ``<prosody rate="x-slow|slow|medium|fast|x-fast|80%|+20%|1.2">``
@@ -45,6 +46,7 @@ _RATE = re.compile(r"\s*([+-])?(\d+(?:\.\d+)?)\s*(%)?\s*")
 _SPACE = re.compile(r"\s+")
 _BEFORE_PUNCT = re.compile(r" ([,.;:!?])")  # left by the padding around spoken pieces
 _STOP = re.compile(r"[.!?。！？…]\W*$")
+_SSML_START = re.compile(r"\s*(?:<\?xml[^>]*\?>\s*)?(?:<speak\b|<!DOCTYPE)", re.IGNORECASE)
 _XML_LANG = "{http://www.w3.org/XML/1998/namespace}lang"
 
 
@@ -76,7 +78,9 @@ class Parsed:
 
 
 def is_ssml(text: str) -> bool:
-    return text.lstrip().startswith("<speak")
+    """Starts with <speak, after an optional XML declaration. A DOCTYPE there also counts, so that such a
+    document is refused as SSML with a clear error rather than read out as text."""
+    return bool(_SSML_START.match(text))
 
 
 def break_seconds(time: str | None, strength: str | None) -> float:
