@@ -43,6 +43,7 @@ ENGLISH = [
     ("Nov 29, 2026", "November twenty-ninth, twenty twenty-six"),
     ("29 November 2026", "the twenty-ninth of November, twenty twenty-six"),
     ("born in March 1990", "born in March nineteen ninety"),
+    ("Nov 45, 2026", "Nov forty-five, twenty twenty-six"),
     # times
     ("Meet at 10:30.", "Meet at ten thirty."),
     ("Meet at 10:30 pm. Then go.", "Meet at ten thirty P M. Then go."),

@@ -109,7 +109,9 @@ def _numeric_date(match: re.Match[str]) -> str:
 def _named_date(match: re.Match[str]) -> str:
     month, day, y, day2, month2, y2 = match.groups()
     if month:
-        return date(y, _month_number(month), day) if 1 <= int(day) <= 31 else match.group()
+        if not 1 <= int(day) <= 31:  # "Nov 45": not a date, but its numbers are still said
+            return f"{month} {integer(day)}" + (f", {year(y)}" if y else "")
+        return date(y, _month_number(month), day)
     spoken = f"the {ordinal(day2)} of {MONTHS[int(_month_number(month2)) - 1]}"
     return spoken + (f", {year(y2)}" if y2 else "")
 
@@ -187,7 +189,7 @@ def _dotted(match: re.Match[str]) -> str:  # versions and addresses: 1.2.3, 192.
 
 @rule("numbers", r"(?:(?<![\w.,)\]-])-)?(?<![\d.])" + _NUMBER + r"(?!\d)")
 def _number(match: re.Match[str]) -> str:
-    return cardinal(match.group().replace("−", "-"))
+    return cardinal(match.group())
 
 
 @rule("abbreviations", r"\b(" + "|".join(TITLES) + r")\.")
