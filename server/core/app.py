@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
+import socket
 import time
 from collections.abc import AsyncIterator
 
@@ -14,9 +16,12 @@ from prometheus_client import CollectorRegistry
 from observability import Metrics
 from server.core.auth import auth_middleware
 from server.core.boot import prepare
+from server.core.guard import GuardedSite, bind, fd_budget
 from server.core.service import Service
 from server.core.settings import Settings
 from server.core.state import STATE, AppState
+from server.http.health import health_app
+from server.http.middleware import body_deadline, json_errors
 from server.http.openai import routes as openai_routes
 from server.http.routes import add_routes
 from server.playground import add_playground
@@ -26,7 +31,8 @@ log = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings, registry: CollectorRegistry | None = None) -> web.Application:
-    app = web.Application(middlewares=[auth_middleware(settings.api_key)],
+    app = web.Application(middlewares=[json_errors(), auth_middleware(settings.api_key),
+                                       body_deadline(settings.body_timeout_s)],
                           client_max_size=settings.max_upload_bytes)
     metrics = Metrics(registry, latency_budget_s=settings.latency_budget_s)
     app[STATE] = AppState(settings=settings, metrics=metrics, service=Service(settings, metrics))
@@ -81,30 +87,66 @@ async def drain(app: web.Application) -> None:
     log.info("drained", extra={"unfinished_streams": service.active})
 
 
-async def start_site(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:
-    """Run the app's startup (load + warm-up), then listen. Returns the runner and the port it bound."""
+async def start_site(app: web.Application, host: str, port: int,
+                     sock: socket.socket | None = None) -> tuple[web.AppRunner, int]:
+    """Run the app's startup (load + warm-up), then listen. Returns the runner and the port it bound
+    (tests and benches pass port 0 for a free one). The socket is bound first, so a taken port fails
+    before minutes of model loading, not after."""
+    settings = app[STATE].settings
+    sock = sock or bind(host, port)
     # handler_cancellation: a client that disconnects cancels its HTTP handler, which drops its queued chunks.
-    runner = web.AppRunner(app, handle_signals=False, access_log=None, handler_cancellation=True)
-    await runner.setup()  # runs `runtime` up to its yield: the model is loaded and warm after this
+    # keepalive_timeout doubles as the header timeout (see server/core/guard.py).
+    runner = web.AppRunner(app, handle_signals=False, access_log=None, handler_cancellation=True,
+                           keepalive_timeout=settings.header_timeout_s)
     try:
-        await web.TCPSite(runner, host, port).start()
+        await runner.setup()  # runs `runtime` up to its yield: the model is loaded and warm after this
+        await GuardedSite(runner, sock, fd_budget(settings.max_connections)).start()
     except BaseException:
         await runner.cleanup()
+        sock.close()
         raise
-    return runner, int(runner.addresses[0][1])
+    return runner, int(sock.getsockname()[1])
 
 
 async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
-    """Run until SIGTERM/SIGINT (or ``stop``). Startup errors propagate to the caller."""
+    """Run until SIGTERM/SIGINT (or ``stop``). Startup errors propagate to the caller; a signal during
+    startup stops it cleanly."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    sock = bind(settings.host, settings.port)
     app = create_app(settings)
-    runner, port = await start_site(app, settings.host, settings.port)
+    async with _health_port(app, settings):
+        startup = asyncio.create_task(start_site(app, settings.host, settings.port, sock))
+        stopped = asyncio.create_task(stop.wait())
+        await asyncio.wait({startup, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        if not startup.done():
+            log.info("stopped during startup")
+            startup.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await startup
+            return
+        runner, port = startup.result()
+        try:
+            log.info("listening", extra={"host": settings.host, "port": port})
+            await stop.wait()
+            await app.shutdown()  # drain while still listening, so late clients hear "shutting_down"
+        finally:
+            await runner.cleanup()
+
+
+@contextlib.asynccontextmanager
+async def _health_port(app: web.Application, settings: Settings) -> AsyncIterator[None]:
+    """``--health-port``: answer ``/ping`` (204 while loading) from before startup to the end."""
+    if not settings.health_port:
+        yield
+        return
+    runner = web.AppRunner(health_app(app[STATE]), handle_signals=False, access_log=None)
+    await runner.setup()
     try:
-        log.info("listening", extra={"host": settings.host, "port": port})
-        stop = stop or asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
-        await app.shutdown()  # drain while still listening, so late clients hear "shutting_down"
+        await web.TCPSite(runner, settings.host, settings.health_port).start()
+        yield
     finally:
         await runner.cleanup()

@@ -46,6 +46,13 @@ class Settings:
     port: int = _opt("listen port", default=8000)
     api_key: str = _opt("bearer key required on /v1/*; empty = no auth", default="")
     voices_dir: str = _opt("where uploaded voices persist; empty = memory only", default="voices")
+    health_port: int = _opt("also answer GET /ping on this port (RunPod's PORT_HEALTH); 0 = main port only",
+                            default=0)
+    max_connections: int = _opt("open HTTP connections (WebSockets included); over it, idle ones are closed "
+                                "first", default=1000)
+    header_timeout_s: float = _opt("a connection must send a whole request within this long (also the "
+                                   "keep-alive idle limit)", default=15.0)
+    body_timeout_s: float = _opt("a request body must arrive within this long", default=60.0)
     # batching
     max_batch_size: int = _opt("most chunks per model batch", default=16)
     max_batch_frames: int = _opt("padded frames per batch (size x longest)", default=40_000)
@@ -53,20 +60,30 @@ class Settings:
     max_queue: int = _opt("queued chunks before queue_full", default=256)
     max_queue_frames: int = _opt("queued mel frames before queue_full", default=600_000)
     queue_timeout_s: float = _opt("a chunk not started by then fails with timeout", default=30.0)
+    scheduler: str = _opt("request (whole batches run to completion) or step (requests join between flow "
+                          "steps; not implemented yet)", default="request")
+    batch_policy: str = _opt("latency (a chunk joins a batch only where the learned cost model says it finishes "
+                             "the queue sooner) or fill (fill every batch, the old policy)", default="latency")
+    admission: bool = _opt("refuse a new stream at once (queue_full + retry_after_ms) when its first audio is "
+                           "predicted later than --admission-ttfa-s; off = only the bounded queue refuses",
+                           default=False)
+    admission_ttfa_s: float = _opt("first-audio budget for admission control, seconds", default=3.0)
+    later_chunk_slack_s: float = _opt("how long a later chunk of a playing stream may be overtaken by first "
+                                      "chunks, seconds", default=1.0)
     # limits
     max_text_chars: int = _opt("characters per synthesize request (and per stream in total)", default=5000)
     max_append_chars: int = _opt("characters per append message", default=1000)
     max_streams_per_socket: int = _opt("ids open at once on one WebSocket", default=8)
     max_sockets: int = _opt("open WebSockets", default=256)
+    max_sockets_per_client: int = _opt("open WebSockets per client address (behind a proxy every client shares "
+                                       "its address: raise it, or 0 = no per-address cap)", default=64)
     max_message_bytes: int = _opt("largest WebSocket message accepted", default=65_536)
     max_upload_bytes: int = _opt("largest voice upload", default=20 * 1024 * 1024)
     max_transcript_bytes: int = _opt("UTF-8 bytes of a voice's transcript", default=1000)
     max_voices: int = _opt("uploaded voices stored at once (default not counted)", default=100)
     max_voices_bytes: int = _opt("bytes all uploaded voices may take in storage", default=200 * 1024 * 1024)
-    max_transcript_bytes: int = _opt("UTF-8 bytes of a voice's transcript", default=1000)
-    max_voices: int = _opt("uploaded voices stored at once (default not counted)", default=100)
-    max_voices_bytes: int = _opt("bytes all uploaded voices may take in storage", default=200 * 1024 * 1024)
-    idle_timeout_s: float = _opt("close a WebSocket with no message and no stream for this long", default=300.0)
+    idle_timeout_s: float = _opt("close a WebSocket with no stream and no synthesis message for this long",
+                                 default=300.0)
     heartbeat_s: float = _opt("WebSocket ping interval (0 = off)", default=30.0)
     shutdown_grace_s: float = _opt("on SIGTERM, how long in-flight streams may finish", default=30.0)
     # observability
@@ -86,7 +103,9 @@ class Settings:
         return BatcherConfig(
             max_batch_size=self.max_batch_size, max_batch_frames=self.max_batch_frames,
             max_wait_ms=self.max_wait_ms, max_queue=self.max_queue, max_queue_frames=self.max_queue_frames,
-            queue_timeout_s=self.queue_timeout_s,
+            queue_timeout_s=self.queue_timeout_s, scheduler=self.scheduler, policy=self.batch_policy,
+            admission=self.admission, admission_ttfa_s=self.admission_ttfa_s,
+            later_chunk_slack_s=self.later_chunk_slack_s,
         )
 
     def replace(self, **changes: Any) -> Settings:
@@ -105,16 +124,22 @@ def _parse_bool(text: str) -> bool:
 _CONVERTERS: dict[type, Any] = {int: int, float: float, str: str, bool: _parse_bool}
 
 
-def _converter(name: str) -> Any:
+def _converter(name: str, owner: type = Settings) -> Any:
     """The parser for a field's declared type; ``X | None`` parses as X."""
-    hint = typing.get_type_hints(Settings)[name]
+    hint = typing.get_type_hints(owner)[name]
     if isinstance(hint, types.UnionType):
         hint = next(arg for arg in typing.get_args(hint) if arg is not type(None))
     return _CONVERTERS[hint]
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> typing.NoReturn:
+        """One line and status 1, like every other startup failure (argparse prints its usage block)."""
+        self.exit(1, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def build_parser(prog: str = "python -m server") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description="Warm-loaded, micro-batched streaming F5-TTS server. "
+    parser = _Parser(prog=prog, description="Warm-loaded, micro-batched streaming F5-TTS server. "
                                      "Every flag has an env twin: --max-batch-size <-> TTS_MAX_BATCH_SIZE.")
     for f in fields(Settings):
         flag = "--" + f.name.replace("_", "-")
@@ -153,9 +178,11 @@ def load_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] 
 def _validate(settings: Settings, parser: argparse.ArgumentParser) -> None:
     positive = ["port", "max_batch_size", "max_batch_frames", "max_queue", "max_queue_frames", "max_text_chars",
                 "max_append_chars", "max_streams_per_socket", "max_sockets", "max_message_bytes",
-                "default_nfe_steps"]
+                "default_nfe_steps", "max_connections", "header_timeout_s", "body_timeout_s"]
     for name in positive:
         if getattr(settings, name) <= 0:
             parser.error(f"--{name.replace('_', '-')} must be positive")
+    if not 0 < settings.port <= 65535 or not 0 <= settings.health_port <= 65535:
+        parser.error("--port and --health-port must be between 1 and 65535 (0: no health port)")
     if settings.log_format not in ("text", "json"):
         parser.error("--log-format must be text or json")

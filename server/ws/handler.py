@@ -34,14 +34,17 @@ log = logging.getLogger(__name__)
 class Connection:
     """One client socket and its open streams; the streams' sink."""
 
-    def __init__(self, ws: web.WebSocketResponse, state: AppState) -> None:
+    def __init__(self, ws: web.WebSocketResponse, state: AppState, client: str = "") -> None:
         self.ws = ws
         self.state = state
+        self.client = client
+        """The peer's address, for the per-address socket cap."""
         self.streams: dict[str, Stream] = {}
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self._numbers = 0
         self._send_lock = asyncio.Lock()
         self.last_activity = time.monotonic()
+        """When synthesis last happened here (audio sent, text accepted): only that keeps a socket open."""
 
     # -- sending -------------------------------------------------------------------------------------
 
@@ -70,11 +73,12 @@ class Connection:
     # -- messages ------------------------------------------------------------------------------------
 
     async def handle_text(self, raw: str) -> None:
-        self.last_activity = time.monotonic()
         message: ClientMessage | None = None
         try:
             message = parse_client_message(raw)
             await self._dispatch(message)
+            if not isinstance(message, Cancel):  # a cancel every few seconds must not keep a socket alive
+                self.last_activity = time.monotonic()
         except ServiceError as error:
             # An error naming an open stream ends it: refusing an append but playing on would drop words.
             stream = self.streams.get(error.request_id or "")
@@ -165,12 +169,12 @@ async def stream_handler(request: web.Request) -> web.WebSocketResponse:
     settings = state.settings
     ws = web.WebSocketResponse(max_msg_size=settings.max_message_bytes, heartbeat=settings.heartbeat_s or None)
     await ws.prepare(request)
-    refusal = _refusal(state)
+    refusal = _refusal(state, _client(request))
     if refusal is not None:
         await ws.send_str(ErrorMessage.from_error(refusal).to_json())
         await ws.close(code=WSCloseCode.TRY_AGAIN_LATER, message=refusal.code.encode())
         return ws
-    connection = Connection(ws, state)
+    connection = Connection(ws, state, _client(request))
     state.connections.add(connection)
     watchdog = asyncio.create_task(_idle_watchdog(connection, settings.idle_timeout_s))
     try:
@@ -187,14 +191,31 @@ async def stream_handler(request: web.Request) -> web.WebSocketResponse:
         watchdog.cancel()
         connection.cancel_all()
         state.connections.discard(connection)
+        _release(request)
     return ws
 
 
-def _refusal(state: AppState) -> ServiceError | None:
+def _client(request: web.Request) -> str:
+    return request.remote or ""
+
+
+def _release(request: web.Request) -> None:
+    """A socket closed on a client that stopped reading (heartbeat timeout) still has its unsent audio
+    buffered, and a graceful close would wait for it forever: abort, so the fd is released now."""
+    transport = request.transport
+    if transport is not None and transport.get_write_buffer_size() > 0:
+        transport.abort()
+
+
+def _refusal(state: AppState, client: str) -> ServiceError | None:
+    settings = state.settings
     if state.draining:
         return ServiceError("shutting_down", "the server is shutting down")
-    if len(state.connections) >= state.settings.max_sockets:
-        return ServiceError("too_many_sockets", f"at most {state.settings.max_sockets} sockets are served at once")
+    if len(state.connections) >= settings.max_sockets:
+        return ServiceError("too_many_sockets", f"at most {settings.max_sockets} sockets are served at once")
+    per_client = settings.max_sockets_per_client
+    if per_client and sum(1 for c in state.connections if getattr(c, "client", None) == client) >= per_client:
+        return ServiceError("too_many_sockets", f"at most {per_client} sockets per client address")
     return None
 
 
