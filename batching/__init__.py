@@ -1,9 +1,13 @@
 """asyncio micro-batcher, generic over the small ``BatchModel`` protocol (no torch here)."""
 
-from batching.batcher import BatcherConfig, MicroBatcher
+from batching.batcher import MicroBatcher
+from batching.config import BatcherConfig
+from batching.cost import CostModel, CostSample
 from batching.errors import BatcherClosedError, BatcherError, QueueFullError, QueueTimeoutError
-from batching.protocol import BatchModel, BatchObserver, NullObserver
+from batching.protocol import BatchModel, BatchObserver, CostObserver, NullObserver
 from batching.queue import Ticket
+from batching.step_plan import StepModel
+from batching.stepping import StepBatcher
 
 __all__ = [
     "BatchModel",
@@ -11,9 +15,14 @@ __all__ = [
     "BatcherClosedError",
     "BatcherConfig",
     "BatcherError",
+    "CostModel",
+    "CostObserver",
+    "CostSample",
     "MicroBatcher",
     "NullObserver",
     "QueueFullError",
     "QueueTimeoutError",
+    "StepBatcher",
+    "StepModel",
     "Ticket",
 ]

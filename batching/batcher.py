@@ -8,6 +8,11 @@ Items are submitted with ``submit`` (non-blocking; raises ``QueueFullError`` at 
 their results awaited on the returned ticket's future. Cancelling that future (or the task awaiting it)
 removes the item from the queue; an item already running has its result dropped. A failing batch is
 split in halves and retried so that only the failing item fails. Every future is settled exactly once.
+
+What runs next is the policy's choice (``batching.policy``): with the ``latency`` policy, an item joins
+the next batch only when the cost model (``batching.cost``, seeded from timed warm-up passes and refined
+from every batch) predicts that this makes the queued items finish sooner. With ``admission`` on, a
+stream's first chunk is refused at once when its first audio is predicted to miss the budget.
 """
 
 from __future__ import annotations
@@ -18,14 +23,16 @@ import itertools
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from batching.config import BatcherConfig
+from batching.cost import CostSample
 from batching.errors import BatcherClosedError, BatcherError, QueueFullError, QueueTimeoutError
 from batching.protocol import BatchModel, BatchObserver, NullObserver
 from batching.queue import PendingQueue, Selection, Ticket
+from batching.scheduler import Scheduler
 
 log = logging.getLogger(__name__)
 
@@ -33,24 +40,6 @@ ItemT = TypeVar("ItemT")
 OutT = TypeVar("OutT")
 R = TypeVar("R")
 Outcome = tuple[bool, Any]  # (ok, output or exception)
-
-
-@dataclass(frozen=True)
-class BatcherConfig:
-    max_batch_size: int = 16
-    max_batch_frames: int = 40_000
-    """Padded cost cap: batch size × longest item (frames)."""
-    max_wait_ms: float = 10.0
-    """How long the oldest item may wait for partners when compatible items are queued."""
-    max_queue: int = 256
-    """Queued items (not counting the running batch)."""
-    max_queue_frames: int = 600_000
-    queue_timeout_s: float = 30.0
-    """An item not started within this time fails with ``timeout`` and never reaches the model."""
-
-    def __post_init__(self) -> None:
-        if self.max_batch_size < 1 or self.max_queue < 1 or self.max_batch_frames < 1:
-            raise ValueError("max_batch_size, max_queue and max_batch_frames must be positive")
 
 
 class MicroBatcher(Generic[ItemT, OutT]):
@@ -67,6 +56,8 @@ class MicroBatcher(Generic[ItemT, OutT]):
         self._task: asyncio.Task[None] | None = None
         self._closed = False
         self._batch_seconds = 0.5  # running estimate, for retry hints
+        self.scheduler = Scheduler(self.config, self.observer)
+        self.costs = self.scheduler.costs
         self.batches_run = 0
 
     # -- lifecycle ------------------------------------------------------------------------------------
@@ -111,6 +102,11 @@ class MicroBatcher(Generic[ItemT, OutT]):
         are then warm for batches, and no second thread's OpenMP team competes for the cores."""
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
+    def seed_costs(self, samples: Iterable[CostSample | tuple[int, int, float]]) -> Mapping[int, float]:
+        """Start the cost model from timed passes (size, padded frames per item, seconds), e.g. the
+        engine's warm-up; logs and exports (and returns) the predicted seconds per batch size."""
+        return self.scheduler.seed(samples)
+
     # -- submission -----------------------------------------------------------------------------------
 
     def submit(self, item: ItemT, *, first: bool = False, request_id: str | None = None,
@@ -119,12 +115,14 @@ class MicroBatcher(Generic[ItemT, OutT]):
         if self._closed:
             self.observer.rejected("shutting_down")
             raise BatcherClosedError("the server is shutting down")
-        cost = int(self.model.cost(item))
+        cost, key = int(self.model.cost(item)), self.model.batch_key(item)
         self._check_capacity(cost)
         loop = asyncio.get_running_loop()
+        if first and self.config.admission:
+            self.scheduler.admit(self._queue, cost, key, loop.time())
         now = loop.time()
         ticket: Ticket[ItemT] = Ticket(
-            item=item, cost=cost, key=self.model.batch_key(item), first=first, seq=next(self._seq),
+            item=item, cost=cost, key=key, first=first, seq=next(self._seq),
             enqueued_at=now, deadline=now + (timeout_s or self.config.queue_timeout_s),
             future=loop.create_future(), request_id=request_id,
         )
@@ -153,6 +151,22 @@ class MicroBatcher(Generic[ItemT, OutT]):
         self.observer.rejected("queue_full")
         batches_ahead = math.ceil((len(self._queue) + 1) / config.max_batch_size)
         raise QueueFullError(reason, retry_after_ms=max(50, int(1000 * self._batch_seconds * batches_ahead)))
+
+    # -- admission ------------------------------------------------------------------------------------
+
+    def predict_first_audio(self, item: ItemT) -> float:
+        """Seconds from now until ``item``'s result, were it submitted now as a stream's first chunk:
+        the running batch's rest, the queue drained as the policy batches it, then the item itself."""
+        now = asyncio.get_running_loop().time()
+        return self.scheduler.predict_first_audio(self._queue, int(self.model.cost(item)),
+                                                  self.model.batch_key(item), now)
+
+    def admit(self, item: ItemT) -> float:
+        """Raise ``QueueFullError`` (with a retry hint) when ``item`` as a first chunk would miss the
+        admission budget; else return the prediction. ``submit(first=True)`` does this itself when
+        admission is on; front ends call it to refuse before they commit to a response."""
+        now = asyncio.get_running_loop().time()
+        return self.scheduler.admit(self._queue, int(self.model.cost(item)), self.model.batch_key(item), now)
 
     def _expire(self, ticket: Ticket[ItemT]) -> None:
         if self._queue.remove(ticket):
@@ -189,7 +203,7 @@ class MicroBatcher(Generic[ItemT, OutT]):
         while True:
             if self._closed and not self._queue:
                 return None
-            selection = self._queue.select(self.config.max_batch_size, self.config.max_batch_frames)
+            selection = self.scheduler.select(self._queue, loop.time())
             if selection.tickets:
                 due = selection.tickets[0].enqueued_at + self.config.max_wait_ms / 1000
                 if self._dispatch_now(selection, loop.time(), due):
@@ -219,32 +233,47 @@ class MicroBatcher(Generic[ItemT, OutT]):
         live = [t for t in batch if not t.future.done()]
         if not live:
             return
+        loop = asyncio.get_running_loop()
         self._running = live
+        self.scheduler.started(live, loop.time())
         started = time.perf_counter()
         try:
-            outcomes = await asyncio.get_running_loop().run_in_executor(self._executor, self._compute, live)
+            outcomes = await loop.run_in_executor(self._executor, self._compute, live)
         except asyncio.CancelledError:  # closed without drain: the thread's results will be dropped
             self._fail_running(BatcherClosedError("the server is shutting down"))
             raise
         finally:
             self._running = []
         seconds = time.perf_counter() - started
-        self._batch_seconds = 0.8 * self._batch_seconds + 0.2 * seconds
-        self.batches_run += 1
         for ticket, (ok, value) in zip(live, outcomes, strict=True):
             self._settle(ticket, ok, value)
+        self._record(live, outcomes, seconds)
+
+    def _record(self, live: list[Ticket[ItemT]], outcomes: list[Outcome], seconds: float) -> None:
+        self._batch_seconds = 0.8 * self._batch_seconds + 0.2 * seconds
+        self.batches_run += 1
         costs = [t.cost for t in live]
+        # Retried halves or skipped items would teach the cost model a batch that never ran.
+        predicted = self.scheduler.finished(live, seconds, clean=all(ok for ok, _ in outcomes))
         self.observer.batch_done(len(live), seconds, max(costs) * len(costs), sum(costs))
         log.info("batch", extra={
             "size": len(live), "seconds": round(seconds, 4), "padded_frames": max(costs) * len(costs),
             "real_frames": sum(costs), "request_ids": sorted({t.request_id for t in live if t.request_id}),
             "failed": sum(1 for ok, _ in outcomes if not ok),
+            "predicted_s": round(predicted, 4),
         })
 
     def _compute(self, tickets: Sequence[Ticket[ItemT]]) -> list[Outcome]:
-        """Worker thread. On failure, split and retry halves: a poison item fails alone after at most
-        2n-1 model calls, and a batch too big for memory still completes in smaller pieces."""
-        tickets = [t for t in tickets if not t.future.done()]  # cancelled since selection
+        """Worker thread: one outcome per ticket, in order. Tickets cancelled since selection are skipped
+        (their outcome is never delivered)."""
+        live = [t for t in tickets if not t.future.done()]
+        results = dict(zip(map(id, live), self._attempt(live), strict=True))
+        skipped: Outcome = (False, BatcherError("cancelled before it ran"))
+        return [results.get(id(t), skipped) for t in tickets]
+
+    def _attempt(self, tickets: Sequence[Ticket[ItemT]]) -> list[Outcome]:
+        """On failure, split and retry halves: a poison item fails alone after at most 2n-1 model calls,
+        and a batch too big for memory still completes in smaller pieces."""
         if not tickets:
             return []
         try:
@@ -257,7 +286,7 @@ class MicroBatcher(Generic[ItemT, OutT]):
                 return [(False, exc)]
             log.warning("batch of %d failed (%s); retrying halves", len(tickets), exc)
             mid = len(tickets) // 2
-            return self._compute(tickets[:mid]) + self._compute(tickets[mid:])
+            return self._attempt(tickets[:mid]) + self._attempt(tickets[mid:])
 
     # -- settling -------------------------------------------------------------------------------------
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
-from typing import Protocol, TypeVar
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Protocol, TypeVar, runtime_checkable
 
 ItemT = TypeVar("ItemT")
 OutT = TypeVar("OutT")
@@ -35,6 +35,15 @@ class BatchObserver(Protocol):
     def batch_done(self, size: int, seconds: float, padded_frames: int, real_frames: int) -> None: ...
 
     def rejected(self, reason: str) -> None: ...
+
+
+@runtime_checkable
+class CostObserver(Protocol):
+    """Optional observer hook (checked with isinstance, so older observers need not have it)."""
+
+    def predicted_batch_seconds(self, by_size: Mapping[int, float]) -> None:
+        """The cost model's predicted seconds per batch, by batch size, at the typical length."""
+        ...
 
 
 class NullObserver:

@@ -202,21 +202,38 @@ class Engine:
 
     # -- warm-up --------------------------------------------------------------------------------------
 
-    def warmup(self, batch_sizes: Sequence[int], nfe_steps: int = 2, voice: Voice | None = None) -> float:
-        """Run real inference once per batch size so kernels, allocator pools, handles and tokenizers are
-        hot before the first request. Two flow steps exercise every kernel a 32-step run does (the step
-        count only repeats them) at a sixteenth of the cost. ``voice``: a prepared voice to warm with
-        (default: prepare the default voice). Returns the seconds spent."""
+    def warmup(self, batch_sizes: Sequence[int], nfe_steps: int = 2, voice: Voice | None = None,
+               target_steps: int = 32) -> list[tuple[int, int, float]]:
+        """Run real inference at every batch size so kernels, allocator pools, handles and tokenizers are
+        hot before the first request, and time it to seed the batcher's cost model. Few flow steps exercise
+        every kernel a 32-step run does (the step count only repeats them) at a fraction of the cost; one
+        extra pass at 4x the steps measures how time grows with steps, and every timing is scaled to
+        ``target_steps`` by that line. ``voice``: a prepared voice to warm with (default: the default voice).
+        Returns (batch size, frames per item, seconds at ``target_steps``) per timed pass; the seconds
+        spent are in ``warmup_seconds``."""
         started = time.perf_counter()
         voice = voice or self.default_voice()
-        for size in batch_sizes:
-            items = [SynthesisItem(text="Warming up the model.", voice=voice, nfe_steps=nfe_steps, seed=i)
-                     for i in range(size)]
-            self.synthesize(items)
-            if self.device.type == "cuda":
-                torch.cuda.synchronize(self.device)
+        short, sentence = "Warming up the model.", "The quick brown fox jumps over the lazy dog near the river."
+        self._timed_pass(voice, short, 1, nfe_steps)  # the very first pass pays one-off costs: not a sample
+        passes = [self._timed_pass(voice, short, size, nfe_steps) for size in batch_sizes]
+        passes += [self._timed_pass(voice, sentence, size, nfe_steps)
+                   for size in sorted({batch_sizes[0], batch_sizes[len(batch_sizes) // 2]})]
+        more_steps = 4 * nfe_steps
+        _, _, slow = self._timed_pass(voice, sentence, batch_sizes[0], more_steps)
+        fast = passes[len(batch_sizes)][2]
+        per_step = max(0.0, (slow - fast) / (more_steps - nfe_steps))
+        fixed = min(1.0, max(0.0, fast - nfe_steps * per_step) / fast) if fast > 0 else 1.0
+        scale = fixed + (1.0 - fixed) * target_steps / nfe_steps  # t(steps) = fixed + per-step · steps
         self.warmup_seconds = time.perf_counter() - started
-        return self.warmup_seconds
+        return [(size, frames, seconds * scale) for size, frames, seconds in passes]
+
+    def _timed_pass(self, voice: Voice, text: str, size: int, nfe_steps: int) -> tuple[int, int, float]:
+        items = [SynthesisItem(text=text, voice=voice, nfe_steps=nfe_steps, seed=i) for i in range(size)]
+        started = time.perf_counter()
+        self.synthesize(items)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return size, self.cost(items[0]), time.perf_counter() - started
 
 
 def warmup_batch_sizes(max_batch_size: int) -> list[int]:

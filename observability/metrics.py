@@ -5,7 +5,7 @@ Metric names are a fixed contract (dashboards and alert rules use them); labels 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from prometheus_client import (
     CollectorRegistry,
@@ -75,6 +75,9 @@ class Metrics:
                                          registry=r)
         self.queue_capacity = Gauge("tts_queue_capacity", "Queued chunks at which requests are refused",
                                     registry=r)
+        self.predicted_batch_seconds_gauge = Gauge(
+            "tts_scheduler_predicted_batch_seconds", "The scheduler's cost model: predicted seconds of one "
+            "batch of this size at the typical length", ["size"], registry=r)
         self.ready.set(0)
         # Create the labelled series up front so dashboards and rate() see zeros rather than nothing.
         for transport in transports:
@@ -124,3 +127,8 @@ class Metrics:
 
     def rejected(self, reason: str) -> None:
         self.rejections.labels(reason).inc()
+
+    def predicted_batch_seconds(self, by_size: Mapping[int, float]) -> None:
+        """CostObserver: the cost model's current curve, one series per batch size."""
+        for size, seconds in by_size.items():
+            self.predicted_batch_seconds_gauge.labels(str(size)).set(seconds)

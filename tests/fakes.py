@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -62,11 +62,23 @@ class FakeModel:
 
 
 @dataclass
+class CurveModel(FakeModel):
+    """A fake model whose batch takes ``curve(size, longest item)`` seconds: a scripted cost curve."""
+
+    curve: Callable[[int, int], float] = lambda size, frames: 0.0
+
+    def synthesize(self, items: Sequence[FakeItem]) -> list[tuple[str, int]]:
+        self.delay_s = self.curve(len(items), max(i.cost for i in items))
+        return super().synthesize(items)
+
+
+@dataclass
 class RecordingObserver:
     depths: list[tuple[int, int]] = field(default_factory=list)
     waits: list[float] = field(default_factory=list)
     batches: list[tuple[int, float, int, int]] = field(default_factory=list)
     rejections: list[str] = field(default_factory=list)
+    predictions: list[dict[int, float]] = field(default_factory=list)
 
     def queue_depth(self, items: int, frames: int) -> None:
         self.depths.append((items, frames))
@@ -79,6 +91,9 @@ class RecordingObserver:
 
     def rejected(self, reason: str) -> None:
         self.rejections.append(reason)
+
+    def predicted_batch_seconds(self, by_size: Mapping[int, float]) -> None:
+        self.predictions.append(dict(by_size))
 
 
 class Gate:

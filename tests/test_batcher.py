@@ -257,7 +257,7 @@ async def test_item_past_its_deadline_times_out_and_never_runs(make) -> None:
 async def test_first_chunks_are_preferred_when_filling(make) -> None:
     gate = threading.Event()
     model = FakeModel(gate=gate)
-    batcher = await make(model, max_batch_size=3)
+    batcher = await make(model, max_batch_size=3, later_chunk_slack_s=0)  # no overtaking: the oldest anchors
     batcher.submit(FakeItem(0))
     await asyncio.to_thread(model.started.wait, 5)
     tickets = [batcher.submit(FakeItem(i), first=(i >= 4)) for i in range(1, 7)]  # 1-3 later, 4-6 first
@@ -265,6 +265,20 @@ async def test_first_chunks_are_preferred_when_filling(make) -> None:
     await asyncio.gather(*(t.future for t in tickets))
     assert model.calls[1][0] == 1  # the oldest still anchors the batch
     assert sorted(model.calls[1][1:]) == [4, 5]  # then first chunks, ahead of older later chunks
+
+
+async def test_first_chunks_overtake_later_chunks_within_their_slack(make) -> None:
+    """Policy change (#12): a later chunk has audio playing ahead of it, a first chunk decides time to
+    first audio. Within ``later_chunk_slack_s`` first chunks anchor the batch ahead of older later ones."""
+    gate = threading.Event()
+    model = FakeModel(gate=gate)
+    batcher = await make(model, max_batch_size=3, later_chunk_slack_s=5)
+    batcher.submit(FakeItem(0))
+    await asyncio.to_thread(model.started.wait, 5)
+    tickets = [batcher.submit(FakeItem(i), first=(i >= 4)) for i in range(1, 7)]
+    gate.set()
+    await asyncio.gather(*(t.future for t in tickets))
+    assert model.calls[1:] == [[4, 5, 6], [1, 2, 3]]
 
 
 async def test_long_item_among_short_ones_is_served_within_its_ageing_bound(make) -> None:

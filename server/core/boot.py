@@ -47,10 +47,13 @@ async def prepare(settings: Settings, metrics: Metrics) -> Runtime:
     voices = VoiceStore(engine, Path(settings.voices_dir) if settings.voices_dir else None,
                         batcher.call_in_worker)
     await voices.load()
-    if settings.warmup:
+    if settings.warmup:  # timed warm-up passes (default voice) seed the batcher's cost model
         sizes = warmup_batch_sizes(settings.max_batch_size)
-        seconds = await batcher.call_in_worker(engine.warmup, sizes, 2, voices.get(DEFAULT_VOICE_ID))
-        log.info("model warm", extra={"seconds": round(seconds, 3), "batch_sizes": sizes})
+        timings = await batcher.call_in_worker(engine.warmup, sizes, 2, voices.get(DEFAULT_VOICE_ID),
+                                               settings.default_nfe_steps)
+        predicted = batcher.seed_costs(timings)
+        log.info("model warm", extra={"seconds": round(engine.warmup_seconds, 3), "batch_sizes": sizes,
+                                      "predicted_batch_s": predicted})
     metrics.startup_seconds.labels("warmup").set(engine.warmup_seconds)
     metrics.queue_capacity.set(settings.max_queue)
     if engine.device.type == "cuda":

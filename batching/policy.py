@@ -1,0 +1,96 @@
+"""Which items run next, and how long a newcomer would wait: the latency-aware batch policy.
+
+Batching pays only where the model has idle compute. With Q items queued, the policy picks the batch
+sizes that minimise the summed completion time of all of them, by the cost model T(size, frames):
+
+    best(q) = min over n of  q · T(n) + best(q - n)      (every one of the q items waits for this batch)
+
+a small dynamic programme (Q × max size predictions). A flat curve fills batches; a compute-bound one
+runs singles until the queue is long enough that throughput is what everyone waits for; in between the
+batch grows to the optimum, and it grows with the queue. The items are then chosen like the old policy:
+the anchor, first chunks of streams, then the closest lengths, with padding capped (``max_padding``) so
+that the equal-length plan stays honest.
+
+First chunks of streams decide time to first audio; later chunks have audio still playing ahead of
+them. So a first chunk may anchor the batch ahead of an older later chunk, but only for ``slack_s``:
+after that the oldest item anchors, whatever it is, and nothing starves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+from batching.queue import Selection, Ticket
+
+ItemT = TypeVar("ItemT")
+Predict = Callable[[int, int], float]
+"""(batch size, padded frames per item) -> predicted seconds, for one batch key."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_size: int
+    max_frames: int
+    """size × longest item."""
+    max_padding: float
+    """Largest share of a batch's frames that may be padding."""
+
+
+def choose_anchor(tickets: Sequence[Ticket[ItemT]], now: float, slack_s: float) -> Ticket[ItemT]:
+    """The oldest first chunk while the oldest item (a later chunk) is within its slack, else the oldest."""
+    oldest = tickets[0]
+    if oldest.first or now - oldest.enqueued_at >= slack_s:
+        return oldest
+    return next((t for t in tickets if t.first), oldest)
+
+
+PLAN_HORIZON = 128
+"""Items planned exactly; a longer queue is extrapolated (its first batch is already at the size cap)."""
+
+
+def plan(queued: int, frames: int, predict: Predict, limits: Limits, fill: bool = False) -> list[int]:
+    """Batch sizes, in order, that run ``queued`` items of ``frames`` each soonest on average (``fill``:
+    as full as the limits allow, the old policy)."""
+    cap = max(1, min(limits.max_size, limits.max_frames // max(frames, 1)))
+    if fill:
+        return [min(cap, queued - done) for done in range(0, queued, cap)]
+    horizon = min(queued, PLAN_HORIZON)
+    cost = [predict(n, frames) for n in range(cap + 1)]
+    best, first = [0.0] * (horizon + 1), [0] * (horizon + 1)
+    for left in range(1, horizon + 1):
+        best[left], first[left] = min((left * cost[n] + best[left - n], n) for n in range(1, min(left, cap) + 1))
+    sizes, left = [], horizon
+    while left > 0:
+        sizes.append(first[left])
+        left -= first[left]
+    return sizes
+
+
+def compose(tickets: Sequence[Ticket[ItemT]], now: float, predictor: Callable[[Hashable], Predict],
+            limits: Limits, slack_s: float) -> Selection[ItemT]:
+    """The next batch from ``tickets`` (queued, in arrival order; all keys), priced by ``predictor(key)``."""
+    anchor = choose_anchor(tickets, now, slack_s)
+    target = plan(len(tickets), anchor.cost, predictor(anchor.key), limits)[0]
+    candidates = [t for t in tickets if t is not anchor and t.key == anchor.key]
+    candidates.sort(key=lambda t: (not t.first, abs(t.cost - anchor.cost), t.seq))
+    batch, longest, real = [anchor], anchor.cost, anchor.cost
+    for ticket in candidates:
+        if len(batch) >= target:
+            break
+        grown, size = max(longest, ticket.cost), len(batch) + 1
+        if grown * size > limits.max_frames or 1 - (real + ticket.cost) / (grown * size) > limits.max_padding:
+            continue  # does not fit; a closer length further down the list still may
+        batch.append(ticket)
+        longest, real = grown, real + ticket.cost
+    # Full: the plan wants no more, or a candidate was left out: waiting for arrivals cannot help now.
+    full = len(batch) >= target or len(batch) < len(candidates) + 1
+    return Selection(batch, full=full, partners_waiting=bool(candidates))
+
+
+def drain_seconds(queued: int, frames: int, predict: Predict, limits: Limits, fill: bool = False) -> float:
+    """Predicted time to run ``queued`` items of about ``frames`` each, batched as the policy would."""
+    sizes = plan(queued, frames, predict, limits, fill)
+    seconds = sum(predict(n, frames) for n in sizes)
+    return seconds * queued / max(1, sum(sizes))  # beyond the horizon: at the planned rate

@@ -1,0 +1,105 @@
+"""The scheduler: the cost model, the batch policy and admission control, behind one small object.
+
+The batcher owns queue, tickets and the worker thread; it asks the scheduler three questions: which
+queued items run next (``select``), how long a newcomer would wait for its first audio
+(``predict_first_audio``, ``admit``), and it reports every batch it ran (``started``, ``finished``) so the
+cost model keeps learning. Synchronous and I/O-free, like the queue: easy to test with a scripted curve.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Hashable, Iterable, Sequence
+from typing import Any, TypeVar
+
+from batching import policy
+from batching.config import BatcherConfig
+from batching.cost import CostModel, CostSample
+from batching.errors import QueueFullError
+from batching.protocol import BatchObserver, CostObserver
+from batching.queue import PendingQueue, Selection, Ticket
+
+log = logging.getLogger("batching.batcher")
+ItemT = TypeVar("ItemT")
+
+
+class Scheduler:
+    def __init__(self, config: BatcherConfig, observer: BatchObserver, costs: CostModel | None = None) -> None:
+        if config.scheduler == "step":
+            raise NotImplementedError("--scheduler step is not implemented yet (#11); use request")
+        self.config = config
+        self.observer = observer
+        self.costs = costs or CostModel(config.default_batch_seconds)
+        self.limits = policy.Limits(config.max_batch_size, config.max_batch_frames, config.max_padding)
+        self._running_until: float | None = None
+        """Loop time the running batch is predicted to end; None while the model is idle."""
+
+    # -- the cost model -------------------------------------------------------------------------------
+
+    def predictor(self, key: Hashable) -> policy.Predict:
+        return lambda size, frames: self.costs.predict(key, size, frames)
+
+    def seed(self, samples: Iterable[CostSample | tuple[int, int, float]]) -> dict[int, float]:
+        self.costs.seed(samples)
+        table = self.export()
+        log.info("cost model", extra={"coef": [f"{c:.3g}" for c in self.costs.seed_curve.coef],
+                                      "frames": self.costs.typical_frames, "predicted_s": table})
+        return table
+
+    def export(self) -> dict[int, float]:
+        """Predicted seconds per batch size (powers of two and the largest), to the observer's gauge."""
+        top = self.config.max_batch_size
+        table = self.costs.table(sorted({s for s in (1, 2, 4, 8, 16, 32, 64) if s < top} | {top}))
+        if isinstance(self.observer, CostObserver):
+            self.observer.predicted_batch_seconds(table)
+        return table
+
+    def started(self, batch: Sequence[Ticket[Any]], now: float) -> None:
+        longest = max(t.cost for t in batch)
+        self._running_until = now + self.costs.predict(batch[0].key, len(batch), longest)
+
+    def finished(self, batch: Sequence[Ticket[Any]], seconds: float, clean: bool) -> float:
+        """Learn from a batch (``clean``: every item ran once, no retried halves). Returns the prediction
+        it had, for the batch log line."""
+        self._running_until = None
+        longest = max(t.cost for t in batch)
+        predicted = self.costs.predict(batch[0].key, len(batch), longest)
+        if clean:
+            self.costs.observe(batch[0].key, len(batch), longest, seconds)
+            self.export()
+        return predicted
+
+    # -- policy ---------------------------------------------------------------------------------------
+
+    def select(self, queue: PendingQueue[ItemT], now: float) -> Selection[ItemT]:
+        if self.config.policy == "fill" or not queue:
+            return queue.select(self.config.max_batch_size, self.config.max_batch_frames)
+        return policy.compose(list(queue), now, self.predictor, self.limits, self.config.later_chunk_slack_s)
+
+    # -- admission ------------------------------------------------------------------------------------
+
+    def predict_first_audio(self, queue: PendingQueue[Any], cost: int, key: Hashable, now: float) -> float:
+        """The running batch's rest, the queue drained as the policy batches it, then the item itself."""
+        return self._backlog(queue, cost, key, now) + self.costs.predict(key, 1, cost)
+
+    def admit(self, queue: PendingQueue[Any], cost: int, key: Hashable, now: float) -> float:
+        """Refuse (``QueueFullError``) when the first audio would miss the budget because of the work
+        ahead of it; an item too slow for the budget on an idle model is still served, since refusing
+        it cannot make it sooner. The retry hint is when the backlog will have drained enough."""
+        backlog = self._backlog(queue, cost, key, now)
+        predicted = backlog + self.costs.predict(key, 1, cost)
+        over = min(predicted - self.config.admission_ttfa_s, backlog)
+        if over > 0:
+            self.observer.rejected("over_budget")
+            raise QueueFullError(f"first audio predicted in {predicted:.1f} s, over the "
+                                 f"{self.config.admission_ttfa_s:.1f} s budget",
+                                 retry_after_ms=max(50, int(1000 * over)))
+        return predicted
+
+    def _backlog(self, queue: PendingQueue[Any], cost: int, key: Hashable, now: float) -> float:
+        predict = self.predictor(key)
+        running = max(0.0, self._running_until - now) if self._running_until is not None else 0.0
+        queued = len(queue)
+        frames = queue.frames // queued if queued else cost
+        return running + policy.drain_seconds(queued, frames, predict, self.limits,
+                                              fill=self.config.policy == "fill")

@@ -1,0 +1,269 @@
+"""The latency-aware scheduler (#12): the cost model, batch composition and admission control.
+
+The policy is exercised on fakes with a scripted cost curve (seeded into the cost model, so the first
+decisions do not depend on this machine's timing) and once on the real tiny engine's warm-up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import threading
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from batching import BatcherConfig, CostModel, CostSample, MicroBatcher, QueueFullError, policy
+from batching.cost import CostCurve
+from batching.queue import Ticket
+from engine import Engine, Voice
+from observability import Metrics
+from tests.fakes import CurveModel, FakeItem, RecordingObserver
+
+Curve = Callable[[int, int], float]
+SIZES = (1, 2, 3, 4, 6, 8)
+LIMITS = policy.Limits(max_size=8, max_frames=100_000, max_padding=0.5)
+
+
+def samples(curve: Curve, frames: tuple[int, ...] = (100, 200)) -> list[CostSample]:
+    return [CostSample(n, f, curve(n, f)) for n in SIZES for f in frames]
+
+
+def flat(n: int, f: int) -> float:  # an idle GPU: a batch costs what one item costs
+    return 0.04
+
+
+def linear(n: int, f: int) -> float:  # a compute-bound CPU: no overhead to share
+    return 0.05 * n * f / 100
+
+
+def between(n: int, f: int) -> float:  # some overhead to share, some work per item
+    return 0.03 + 0.01 * n * f / 100
+
+
+@pytest.fixture
+async def make() -> AsyncIterator:
+    created: list[MicroBatcher] = []
+
+    async def factory(curve: Curve, seed: Curve | None = None, **config: object) -> MicroBatcher:
+        model = CurveModel(curve=curve)
+        batcher = MicroBatcher(model, BatcherConfig(**config), RecordingObserver())  # type: ignore[arg-type]
+        batcher.seed_costs(samples(seed or curve, frames=(100,)))  # the length every test item has
+        await batcher.start()
+        created.append(batcher)
+        return batcher
+
+    yield factory
+    for batcher in created:
+        if batcher.model.gate is not None:
+            batcher.model.gate.set()
+        await batcher.close(drain=False)
+
+
+def optimal_total(queued: int, curve: Curve, cap: int) -> float:
+    """Brute force over every split of ``queued`` equal items into batches: least summed completion time."""
+    @functools.cache
+    def best(left: int) -> float:
+        if left == 0:
+            return 0.0
+        return min(left * curve(n, 100) + best(left - n) for n in range(1, min(left, cap) + 1))
+
+    return best(queued)
+
+
+# -- the cost model ----------------------------------------------------------------------------------
+
+def test_fit_recovers_a_known_curve_from_few_samples() -> None:
+    def truth(n: int, f: int) -> float:
+        return 0.02 + 2e-6 * n * f + 1e-9 * n * f * f
+
+    curve = CostCurve()
+    for sample in samples(truth, frames=(300, 900)):
+        curve.observe(sample)
+    for n, f in ((1, 500), (5, 700), (8, 1200)):
+        assert curve.predict(n, f) == pytest.approx(truth(n, f), rel=0.1)
+
+
+def test_fit_never_goes_negative_and_few_samples_read_flat() -> None:
+    curve = CostCurve()
+    curve.observe(CostSample(1, 100, 0.2))
+    assert curve.predict(8, 100) == pytest.approx(0.2, rel=0.05)  # one shape: assume batching is free
+    for n, seconds in ((1, 0.5), (2, 0.4), (4, 0.3)):  # noise that slopes downwards
+        curve.observe(CostSample(n, 100, seconds))
+    assert min(curve.coef) >= 0
+    assert curve.predict(8, 100) > 0
+
+
+def test_size_buckets_follow_a_curve_that_bends() -> None:
+    def knee(n: int, f: int) -> float:  # a GPU: flat up to 4 items, then linear
+        return 0.1 * max(1, n / 4)
+
+    curve = CostCurve()
+    for _ in range(3):
+        for n in (1, 2, 4, 8, 16):
+            curve.observe(CostSample(n, 100, knee(n, 100)))
+    for n in (1, 4, 16):
+        assert curve.predict(n, 100) == pytest.approx(knee(n, 100), rel=0.2)
+
+
+def test_online_samples_replace_the_seed_where_traffic_goes() -> None:
+    model = CostModel()
+    model.seed(samples(flat, frames=(100,)))
+    assert model.predict("k", 8, 100) == pytest.approx(0.04, rel=0.1)
+    for _ in range(4):
+        for n in SIZES:
+            model.observe("k", n, 100, linear(n, 100))
+    assert model.predict("k", 8, 100) == pytest.approx(linear(8, 100), rel=0.15)
+    assert model.predict("other", 8, 100) == pytest.approx(0.04, rel=0.1)  # a new key starts from the seed
+
+
+# -- batch composition -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("curve", "expected"), [(flat, [8, 8, 4]), (linear, [1] * 20)])
+def test_plan_extremes(curve: Curve, expected: list[int]) -> None:
+    assert policy.plan(20, 100, curve, LIMITS) == expected
+
+
+@pytest.mark.parametrize("queued", [2, 3, 5, 8, 13, 20])
+@pytest.mark.parametrize("curve", [flat, linear, between])
+def test_plan_is_the_optimum(curve: Curve, queued: int) -> None:
+    sizes = policy.plan(queued, 100, curve, LIMITS)
+    assert sum(sizes) == queued
+    left, total = queued, 0.0
+    for n in sizes:
+        total += left * curve(n, 100)
+        left -= n
+    assert total == pytest.approx(optimal_total(queued, curve, LIMITS.max_size))
+
+
+def tickets(costs: list[int], first: list[bool] | None = None, at: float = 0.0) -> list[Ticket[int]]:
+    loop = asyncio.new_event_loop()
+    try:
+        return [Ticket(item=i, cost=c, key="k", first=bool(first and first[i]), seq=i, enqueued_at=at,
+                       deadline=at + 60, future=loop.create_future()) for i, c in enumerate(costs)]
+    finally:
+        loop.close()
+
+
+def test_lengths_are_grouped_and_padding_is_capped() -> None:
+    queue = tickets([100, 400, 110, 390, 95, 105])
+    chosen = policy.compose(queue, 0.0, lambda key: flat, LIMITS, slack_s=1.0)
+    assert sorted(t.item for t in chosen.tickets) == [0, 2, 4, 5]  # the 400s would make half the frames padding
+
+
+def test_first_chunks_anchor_within_slack_and_the_oldest_after() -> None:
+    queue = tickets([100] * 4, first=[False, False, True, True])
+    soon = policy.compose(queue, 0.5, lambda key: linear, LIMITS, slack_s=1.0)
+    assert [t.item for t in soon.tickets] == [2]  # singles: the oldest first chunk goes first
+    late = policy.compose(queue, 1.5, lambda key: linear, LIMITS, slack_s=1.0)
+    assert [t.item for t in late.tickets] == [0]  # the later chunk's slack is spent: it is never starved
+
+
+# -- through the batcher -----------------------------------------------------------------------------
+
+async def submit_all(batcher: MicroBatcher, n: int) -> list[Ticket[FakeItem]]:
+    """All at once (no await between), so the first decision sees the whole queue."""
+    queued = [batcher.submit(FakeItem(i)) for i in range(n)]
+    await asyncio.gather(*(t.future for t in queued))
+    return queued
+
+
+async def test_flat_curve_fills_batches(make) -> None:
+    batcher = await make(flat, max_batch_size=8)
+    await submit_all(batcher, 8)
+    assert batcher.model.calls == [list(range(8))]
+
+
+async def test_compute_bound_curve_runs_singles(make) -> None:
+    batcher = await make(linear, max_batch_size=8)
+    await submit_all(batcher, 6)
+    assert batcher.model.calls == [[i] for i in range(6)]
+
+
+async def test_in_between_curve_runs_the_predicted_optimum(make) -> None:
+    batcher = await make(between, max_batch_size=8)
+    await submit_all(batcher, 8)
+    assert len(batcher.model.calls[0]) == policy.plan(8, 100, between, LIMITS)[0] == 6
+
+
+async def test_a_wrong_seed_is_corrected_online(make) -> None:
+    batcher = await make(linear, seed=flat, max_batch_size=8, max_wait_ms=1)
+    await submit_all(batcher, 8)
+    assert batcher.model.calls[0] == list(range(8))  # it believed batching was free
+    for n in [1, 2, 3, 4] * 4:  # each size bucket it now sees is refreshed with real timings
+        await submit_all(batcher, n)
+    batcher.model.calls.clear()
+    await submit_all(batcher, 4)
+    assert max(len(c) for c in batcher.model.calls) < 4
+
+
+async def test_predictions_are_exported_to_the_gauge() -> None:
+    registry = CollectorRegistry()
+    metrics = Metrics(registry, process_collectors=False)
+    batcher = MicroBatcher(CurveModel(curve=between), BatcherConfig(max_batch_size=8), metrics)
+    table = batcher.seed_costs(samples(between))
+    assert list(table) == [1, 2, 4, 8]
+    value = registry.get_sample_value("tts_scheduler_predicted_batch_seconds", {"size": "8"})
+    assert value == pytest.approx(between(8, batcher.costs.typical_frames), rel=0.1)
+
+
+# -- admission control -------------------------------------------------------------------------------
+
+def half_second(n: int, f: int) -> float:
+    return 0.5 * n
+
+
+async def test_admission_refuses_first_chunks_that_would_miss_the_budget(make) -> None:
+    gate = threading.Event()
+    batcher = await make(half_second, admission=True, admission_ttfa_s=1.2)
+    batcher.model.gate = gate
+    running = batcher.submit(FakeItem(0), first=True)
+    await asyncio.to_thread(batcher.model.started.wait, 5)
+    ahead = batcher.submit(FakeItem(1), first=True)  # ~0.5 running + 0.5 itself: within budget
+    assert batcher.predict_first_audio(FakeItem(2)) == pytest.approx(1.5, abs=0.1)
+    with pytest.raises(QueueFullError) as refused:
+        batcher.submit(FakeItem(2), first=True)
+    assert refused.value.code == "queue_full"
+    assert 200 <= refused.value.retry_after_ms <= 400  # when 0.3 s of the backlog has drained
+    assert batcher.observer.rejections == ["over_budget"]
+    later = batcher.submit(FakeItem(3), first=False)  # a playing stream's next chunk is never refused
+    gate.set()
+    await asyncio.gather(running.future, ahead.future, later.future)
+
+
+async def test_admission_off_keeps_the_bounded_queue(make) -> None:
+    gate = threading.Event()
+    batcher = await make(half_second, admission_ttfa_s=1.2)
+    batcher.model.gate = gate
+    batcher.submit(FakeItem(0), first=True)
+    await asyncio.to_thread(batcher.model.started.wait, 5)
+    queued = [batcher.submit(FakeItem(i), first=True) for i in range(1, 4)]  # all over the budget, all taken
+    assert batcher.observer.rejections == []
+    with pytest.raises(QueueFullError):  # a front end can still ask, e.g. before it sends response headers
+        batcher.admit(FakeItem(9))
+    gate.set()
+    await asyncio.gather(*(t.future for t in queued))
+
+
+async def test_an_idle_model_admits_even_an_item_slower_than_the_budget(make) -> None:
+    batcher = await make(lambda n, f: 0.01, admission=True, admission_ttfa_s=0.001)
+    assert await batcher.run(FakeItem(1, cost=100), first=True) == ("out", 1)
+
+
+def test_step_scheduler_is_not_there_yet() -> None:
+    with pytest.raises(NotImplementedError, match="step"):
+        MicroBatcher(CurveModel(), BatcherConfig(scheduler="step"))
+    with pytest.raises(ValueError, match="policy"):
+        BatcherConfig(policy="fastest")
+
+
+# -- the real engine's warm-up seeds the model -------------------------------------------------------
+
+async def test_engine_warmup_timings_seed_a_sensible_curve(engine: Engine, voice_en: Voice) -> None:
+    timings = engine.warmup([1, 2], nfe_steps=2, voice=voice_en, target_steps=8)
+    assert [(n, f > 0, s > 0) for n, f, s in timings] == [(1, True, True), (2, True, True)] * 2
+    assert timings[2][1] > timings[0][1]  # the sentence is longer than the short text
+    batcher = MicroBatcher(engine, BatcherConfig(max_batch_size=2))
+    table = batcher.seed_costs(timings)
+    assert 0 < table[1] <= table[2]
