@@ -1,0 +1,345 @@
+"""The step scheduler (``--scheduler step``): queued items join the running batch between flow steps.
+
+    while True:
+        self._admit()                    # on the event loop: queued tickets take free slots
+        finished = await self._step()    # in the worker thread: joins, leaves, one step, vocode the done
+        self._deliver(finished)          # on the event loop: settle their futures
+
+Same surface as ``MicroBatcher`` (submit/run/close/call_in_worker, the queue figures, observer calls), the
+same queue, deadlines and ``Ticket``s, and the same cost model and batch policy (``batching.cost``,
+``batching.policy``), priced per flow step: the policy's batch-size plan over active + queued items is the
+number of items that should step together; a newcomer takes a slot at the next step instead of waiting for
+a whole batch. First chunks first, the oldest never starved (``policy.choose_anchor``).
+
+The stepping model is not thread-safe: every model call (add, remove, step, finish) is made on the one
+worker thread, inside ``_work``. Cancellations made on the event loop are queued in ``_leaving`` and
+applied by the worker before the next step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar, cast
+
+from batching import policy
+from batching.config import BatcherConfig
+from batching.cost import CostSample
+from batching.errors import BatcherClosedError, BatcherError, QueueFullError, QueueTimeoutError
+from batching.protocol import BatchObserver, NullObserver
+from batching.queue import PendingQueue, Ticket
+from batching.step_plan import STEP_KEY, Load, StepModel, StepPlanner
+
+log = logging.getLogger(__name__)
+
+ItemT = TypeVar("ItemT")
+OutT = TypeVar("OutT")
+R = TypeVar("R")
+
+
+@dataclass
+class _Pass:
+    """What one worker call did."""
+
+    done: dict[int, Any] = field(default_factory=dict)
+    failed: dict[int, BaseException] = field(default_factory=dict)
+    size: int = 0
+    frames: int = 0
+    seconds: float = 0.0
+
+
+class StepBatcher(Generic[ItemT, OutT]):
+    def __init__(self, model: StepModel[ItemT, OutT], config: BatcherConfig | None = None,
+                 observer: BatchObserver | None = None, seed_steps: int = 32) -> None:
+        self.model = model
+        self.config = config or BatcherConfig(scheduler="step")
+        self.observer: BatchObserver = observer or NullObserver()
+        self.planner = StepPlanner(self.config, self.observer, seed_steps)
+        self.costs = self.planner.costs
+        self._queue: PendingQueue[ItemT] = PendingQueue()
+        self._active: dict[int, Ticket[ItemT]] = {}
+        self._left: dict[int, int] = {}
+        """Steps each active ticket has left (loop-side mirror, for predictions)."""
+        self._joining: list[Ticket[ItemT]] = []
+        self._leaving: list[int] = []
+        self._seq = itertools.count()
+        self._wakeup = asyncio.Event()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tts-step")
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+        self.steps_run = 0
+
+    # -- lifecycle and figures ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="step-batcher")
+        self._task.add_done_callback(self._on_loop_exit)
+
+    async def close(self, drain: bool = True, timeout: float | None = None) -> None:
+        """Stop taking work. With ``drain``, finish what is queued and active first (up to ``timeout``)."""
+        self._closed = True
+        self._wakeup.set()
+        if self._task is not None:
+            if drain:
+                with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+                    await asyncio.wait_for(asyncio.shield(self._task), timeout)
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        self._fail_all(BatcherClosedError("the server is shutting down"))
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    @property
+    def queued_frames(self) -> int:
+        return self._queue.frames
+
+    @property
+    def running(self) -> int:
+        return len(self._active)
+
+    async def call_in_worker(self, fn: Callable[..., R], *args: Any) -> R:
+        """Run ``fn`` on the model's one worker thread, between steps (warm-up, voice preparation)."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    def seed_costs(self, samples: Iterable[CostSample | tuple[int, int, float]]) -> Mapping[int, float]:
+        """Start the per-step cost curve from the warm-up's whole-batch timings (at ``seed_steps`` steps);
+        logs and exports the predicted seconds of one step per active count."""
+        return self.planner.seed(samples)
+
+    # -- submission -----------------------------------------------------------------------------------
+
+    def submit(self, item: ItemT, *, first: bool = False, request_id: str | None = None,
+               timeout_s: float | None = None) -> Ticket[ItemT]:
+        """Queue ``item``; its result (or typed error) arrives on ``ticket.future``."""
+        if self._closed:
+            self.observer.rejected("shutting_down")
+            raise BatcherClosedError("the server is shutting down")
+        cost = int(self.model.cost(item))
+        self._check_capacity(cost)
+        if first and self.config.admission:
+            self.admit(item)
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        ticket: Ticket[ItemT] = Ticket(
+            item=item, cost=cost, key=STEP_KEY, first=first, seq=next(self._seq), enqueued_at=now,
+            deadline=now + (timeout_s or self.config.queue_timeout_s), future=loop.create_future(),
+            request_id=request_id,
+        )
+        ticket.timer = loop.call_at(ticket.deadline, self._expire, ticket)
+        ticket.release = self._forget
+        ticket.future.add_done_callback(lambda _f: self._forget(ticket))
+        self._queue.push(ticket)
+        self._report_depth()
+        self._wakeup.set()
+        return ticket
+
+    async def run(self, item: ItemT, **kwargs: Any) -> OutT:
+        """Submit and wait; cancelling the caller cancels the item."""
+        result: OutT = await self.submit(item, **kwargs).future
+        return result
+
+    def _check_capacity(self, cost: int) -> None:
+        config = self.config
+        if len(self._queue) >= config.max_queue:
+            reason = f"queue is full ({config.max_queue} items)"
+        elif self._queue.frames + cost > config.max_queue_frames and len(self._queue) > 0:
+            reason = f"queue is full ({config.max_queue_frames} frames)"
+        else:
+            return
+        self.observer.rejected("queue_full")
+        raise QueueFullError(reason, retry_after_ms=max(50, int(1000 * self.planner.backlog(self._load(), cost))))
+
+    # -- admission control ----------------------------------------------------------------------------
+
+    def predict_first_audio(self, item: ItemT) -> float:
+        """Seconds until ``item``'s result were it submitted now: the wait for a slot, then its steps."""
+        return self.planner.first_audio(self._load(), int(self.model.cost(item)), self.model.steps(item))[1]
+
+    def admit(self, item: ItemT) -> float:
+        """Raise ``QueueFullError`` when ``item`` as a first chunk would miss the admission budget because
+        of the work ahead of it (as ``MicroBatcher.admit``); else return the prediction."""
+        return self.planner.admit(self._load(), int(self.model.cost(item)), self.model.steps(item))
+
+    def _load(self) -> Load:
+        return Load([t.cost for t in self._active.values()], list(self._left.values()), len(self._queue))
+
+    # -- the loop -------------------------------------------------------------------------------------
+
+    async def _loop(self) -> None:
+        while await self._has_work():
+            try:
+                self._admit()
+                finished = await self._step()
+                self._deliver(finished)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bug here must not stop the service; the items involved are failed
+                log.exception("step loop error")
+                self._fail_active(BatcherError("internal batching error"))
+                await asyncio.sleep(0)
+
+    async def _has_work(self) -> bool:
+        while not (self._active or self._queue):
+            if self._closed:
+                return False
+            self._wakeup.clear()
+            await self._wakeup.wait()
+        return True
+
+    def _admit(self) -> None:
+        """Queued tickets take free slots: first chunks first; the oldest anchors once past its slack and
+        then waits at the head (nothing overtakes it) until the frame cap leaves room for it."""
+        if not self._queue:
+            return
+        now = asyncio.get_running_loop().time()
+        queue = list(self._queue)
+        target = self.planner.target(self._load(), max(t.cost for t in queue))
+        while queue and len(self._active) < target:
+            ticket = policy.choose_anchor(queue, now, self.config.later_chunk_slack_s)
+            if not self.planner.fits(self._load(), ticket.cost):
+                break
+            queue.remove(ticket)
+            self._take(ticket, now)
+
+    def _take(self, ticket: Ticket[ItemT], now: float) -> None:
+        self._queue.remove(ticket)
+        if ticket.timer is not None:
+            ticket.timer.cancel()
+        ticket.started.set()
+        self._active[ticket.seq] = ticket
+        self._left[ticket.seq] = self.model.steps(ticket.item)
+        self._joining.append(ticket)
+        self.observer.queue_wait(now - ticket.enqueued_at)
+        self._report_depth()
+
+    async def _step(self) -> _Pass:
+        joining, leaving = self._joining, self._leaving
+        self._joining, self._leaving = [], []
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor, self._work, joining, leaving)
+        except asyncio.CancelledError:  # closed without drain: the thread's results will be dropped
+            self._fail_active(BatcherClosedError("the server is shutting down"))
+            raise
+
+    def _work(self, joining: list[Ticket[ItemT]], leaving: list[int]) -> _Pass:
+        """Worker thread: apply leaves and joins, take one step, vocode what finished."""
+        model, out = self.model, _Pass()
+        for key in leaving:
+            model.remove(key)
+        for ticket in joining:
+            try:
+                model.add(ticket.item, ticket.seq)
+            except Exception as exc:  # an item the model cannot voice fails alone, before any step
+                out.failed[ticket.seq] = exc
+        if not model.active:
+            return out
+        out.size, (_, out.frames) = model.active, model.pass_cost()
+        started = time.perf_counter()
+        result = model.step_isolating()
+        out.seconds = time.perf_counter() - started
+        for bad, error in result.failed.items():
+            model.remove(bad)
+            out.failed[cast(int, bad)] = error  # our keys are ticket seqs
+        out.done = self._finish([cast(int, k) for k in result.finished], out.failed)
+        return out
+
+    def _finish(self, keys: list[int], failed: dict[int, BaseException]) -> dict[int, Any]:
+        """Vocode together; if that raises, one by one, so only the item that raises fails."""
+        with contextlib.suppress(Exception):
+            waves = self.model.finish(keys)
+            if len(waves) == len(keys):
+                return dict(zip(keys, waves, strict=True))
+        done = {}
+        for key in keys:
+            try:
+                done[key] = self.model.finish([key])[0]
+            except Exception as exc:
+                self.model.remove(key)
+                failed[key] = exc
+        return done
+
+    def _deliver(self, finished: _Pass) -> None:
+        real = sum(t.cost for t in self._active.values())
+        for key, exc in finished.failed.items():
+            self._settle(self._release(key), False, exc)
+        for key, wave in finished.done.items():
+            self._settle(self._release(key), True, wave)
+        for key in self._left:
+            self._left[key] -= 1
+        if finished.size and not finished.failed:  # a split (isolating) pass would teach a wrong cost
+            self._record(finished, real)
+
+    def _record(self, finished: _Pass, real: int) -> None:
+        # Per step: tts_batch_size is the items stepping together, tts_batch_seconds one step.
+        self.steps_run += 1
+        self.observer.batch_done(finished.size, finished.seconds, finished.size * finished.frames, real)
+        self.planner.observe(finished.size, finished.frames, finished.seconds)
+
+    # -- settling -------------------------------------------------------------------------------------
+
+    def _release(self, key: int) -> Ticket[ItemT] | None:
+        self._left.pop(key, None)
+        return self._active.pop(key, None)
+
+    def _settle(self, ticket: Ticket[ItemT] | None, ok: bool, value: Any) -> None:
+        if ticket is None or ticket.future.done():  # cancelled meanwhile: drop the result silently
+            return
+        if ok:
+            ticket.future.set_result(value)
+        else:
+            ticket.future.set_exception(value)
+
+    def _expire(self, ticket: Ticket[ItemT]) -> None:
+        if self._queue.remove(ticket):
+            self._report_depth()
+            self._settle(ticket, False, QueueTimeoutError(
+                f"not started within {ticket.deadline - ticket.enqueued_at:.1f} s (server overloaded)"))
+
+    def _forget(self, ticket: Ticket[ItemT]) -> None:
+        """Done callback and ``Ticket.cancel``: a settled ticket leaves the queue at once; an active one
+        leaves the model at the next step (the worker applies it)."""
+        ticket.started.set()
+        if ticket.timer is not None:
+            ticket.timer.cancel()
+        if self._queue.remove(ticket):
+            self._report_depth()
+        elif ticket.future.cancelled() and self._release(ticket.seq) is not None:
+            self._leaving.append(ticket.seq)
+
+    def _fail_active(self, error: BaseException) -> None:
+        self._leaving.extend(self._active)  # the model may still hold them; removing an unknown key is harmless
+        self._joining = []
+        for key in list(self._active):
+            self._settle(self._release(key), False, error)
+
+    def _fail_all(self, error: BaseException) -> None:
+        for ticket in self._queue:
+            self._queue.remove(ticket)
+            self._settle(ticket, False, error)
+        self._fail_active(error)
+        self._report_depth()
+
+    def _on_loop_exit(self, task: asyncio.Task[None]) -> None:
+        """If the loop ever dies, nobody may hang on a future: fail everything, refuse new work."""
+        self._closed = True
+        if not task.cancelled() and task.exception() is not None:
+            log.error("step loop died", exc_info=task.exception())
+        self._fail_all(BatcherClosedError("the batcher stopped"))
+
+    def _report_depth(self) -> None:
+        self.observer.queue_depth(len(self._queue), self._queue.frames)

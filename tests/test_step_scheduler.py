@@ -1,0 +1,158 @@
+"""The step scheduler (``--scheduler step``) on the real tiny engine: joins mid-run, exactness against solo
+runs, cancellation, deadlines, fault isolation, refusal; and one real server streaming with it."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Hashable, Iterable
+
+import numpy as np
+import pytest
+
+from batching import BatcherConfig, QueueFullError, QueueTimeoutError, StepBatcher
+from engine import Engine, SynthesisItem, Voice
+from engine.step_model import EngineStepModel
+from engine.stepwise import StepSampler
+from scripts.client import TTSClient
+from server.core.settings import Settings
+from tests.conftest import LiveServer, upload_voice
+from tests.test_ws_stream import assert_same_audio, expected_audio, received
+
+TOLERANCE = 1e-3
+LONG = "This one is a rather long sentence, so that it takes many flow steps to finish."
+CONFIG = BatcherConfig(scheduler="step", queue_timeout_s=20.0)
+
+
+def rel_l2(a: np.ndarray, b: np.ndarray) -> float:
+    assert a.shape == b.shape
+    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+class RecordingModel(EngineStepModel):
+    """The real model, remembering which items it was given (to prove an expired one never was)."""
+
+    def __init__(self, engine: Engine) -> None:
+        super().__init__(engine)
+        self.added: list[str] = []
+
+    def add(self, item: SynthesisItem, key: Hashable) -> int:
+        self.added.append(item.text)
+        return super().add(item, key)
+
+
+class PoisonSampler(StepSampler):
+    """Any pass holding an item whose text starts with "Poison" raises (a model fault on one input)."""
+
+    def step(self, keys: Iterable[Hashable] | None = None) -> list[Hashable]:
+        chosen = list(self._flows) if keys is None else list(keys)
+        if any(self._flows[k].item.text.startswith("Poison") for k in chosen if k in self._flows):
+            raise RuntimeError("poisoned pass")
+        return super().step(chosen)
+
+
+async def started_batcher(model: EngineStepModel, config: BatcherConfig = CONFIG) -> StepBatcher[SynthesisItem,
+                                                                                                  np.ndarray]:
+    batcher: StepBatcher[SynthesisItem, np.ndarray] = StepBatcher(model, config)
+    await batcher.start()
+    return batcher
+
+
+async def until_steps(batcher: StepBatcher[SynthesisItem, np.ndarray], steps: int) -> None:
+    while batcher.steps_run < steps:
+        await asyncio.sleep(0.002)
+
+
+async def test_staggered_items_equal_solo_and_join_mid_run(engine: Engine, voice_en: Voice, voice_zh: Voice) -> None:
+    items = [
+        SynthesisItem(LONG, voice_en, nfe_steps=8, seed=1),
+        SynthesisItem("Hi there.", voice_zh, nfe_steps=4, cfg_strength=1.5, seed=2),
+        SynthesisItem("Short one here.", voice_en, nfe_steps=5, cfg_strength=0.0, seed=3),
+        SynthesisItem("Mid length text, with words.", voice_zh, nfe_steps=6, sway_sampling_coef=0.5, seed=4),
+    ]
+    solo = [engine.synthesize([item])[0] for item in items]
+    batcher = await started_batcher(EngineStepModel(engine))
+    try:
+        tickets = [batcher.submit(items[0], first=True)]
+        for at, item in zip((2, 3, 4), items[1:], strict=True):  # each joins after the long one's n-th step
+            await until_steps(batcher, at)
+            tickets.append(batcher.submit(item, first=True))
+        await tickets[1].started.wait()
+        assert not tickets[0].future.done()  # the late arrival started while the long item was running
+        await tickets[1].future
+        assert not tickets[0].future.done()  # ... and finished before it: it joined mid-run
+        waves = await asyncio.gather(*(t.future for t in tickets))
+    finally:
+        await batcher.close()
+    errors = [rel_l2(w, ref) for w, ref in zip(waves, solo, strict=True)]
+    assert max(errors) <= TOLERANCE, errors
+    assert batcher.running == 0 and batcher.queued == 0
+
+
+async def test_cancel_mid_run_leaves_at_next_step(engine: Engine, voice_en: Voice) -> None:
+    model = EngineStepModel(engine)
+    other = SynthesisItem("Hello there.", voice_en, nfe_steps=4, seed=5)
+    batcher = await started_batcher(model)
+    try:
+        doomed = batcher.submit(SynthesisItem(LONG, voice_en, nfe_steps=8, seed=6))
+        await until_steps(batcher, 2)
+        assert doomed.cancel() and batcher.running == 0
+        wave = await batcher.run(other)
+        assert await batcher.call_in_worker(lambda: model.sampler.keys()) == []  # removed from the model
+    finally:
+        await batcher.close()
+    assert rel_l2(wave, engine.synthesize([other])[0]) <= TOLERANCE
+
+
+async def test_deadline_expires_in_queue_without_reaching_model(engine: Engine, voice_en: Voice) -> None:
+    model = RecordingModel(engine)
+    batcher = await started_batcher(model, dataclasses.replace(CONFIG, max_batch_size=1))
+    try:
+        running = batcher.submit(SynthesisItem(LONG, voice_en, nfe_steps=8, seed=7))
+        late = batcher.submit(SynthesisItem("Too late.", voice_en, nfe_steps=4, seed=8), timeout_s=0.05)
+        with pytest.raises(QueueTimeoutError):
+            await late.future
+        await running.future
+    finally:
+        await batcher.close()
+    assert model.added == [LONG]
+
+
+async def test_poison_item_fails_alone(engine: Engine, voice_en: Voice) -> None:
+    model = EngineStepModel(engine)
+    model.sampler = PoisonSampler(engine)
+    good = [SynthesisItem(f"Good item number {n}.", voice_en, nfe_steps=4, seed=n) for n in range(2)]
+    batcher = await started_batcher(model)
+    try:
+        tickets = [batcher.submit(good[0]), batcher.submit(SynthesisItem("Poison here.", voice_en, nfe_steps=4)),
+                   batcher.submit(good[1])]
+        results = await asyncio.gather(*(t.future for t in tickets), return_exceptions=True)
+    finally:
+        await batcher.close()
+    assert isinstance(results[1], RuntimeError)
+    for item, wave in zip(good, (results[0], results[2]), strict=True):
+        assert isinstance(wave, np.ndarray) and rel_l2(wave, engine.synthesize([item])[0]) <= TOLERANCE
+
+
+async def test_queue_full_refuses_at_once(engine: Engine, voice_en: Voice) -> None:
+    batcher: StepBatcher[SynthesisItem, np.ndarray] = StepBatcher(
+        EngineStepModel(engine), dataclasses.replace(CONFIG, max_queue=1))  # not started: the queue stays
+    item = SynthesisItem("Hello.", voice_en, nfe_steps=4)
+    batcher.submit(item, first=True)
+    with pytest.raises(QueueFullError) as refused:
+        batcher.submit(item, first=True)
+    assert refused.value.retry_after_ms > 0 and batcher.queued == 1
+    await batcher.close(drain=False)
+
+
+async def test_server_streams_with_step_scheduler(start_server, test_settings: Settings) -> None:  # type: ignore[no-untyped-def]
+    live: LiveServer = await start_server(dataclasses.replace(test_settings, scheduler="step"))
+    assert type(live.state.runtime.batcher).__name__ == "StepBatcher"
+    assert (await upload_voice(live)).status == 201
+    text = "Hello there, this is the first sentence. And this is the second one, a little longer."
+    async with TTSClient(live.ws_url) as client:
+        first, second = await asyncio.gather(client.synthesize(text, voice="en", seed=3),
+                                             client.synthesize("Another stream at once.", voice="en", seed=9))
+    assert first.end is not None and second.end is not None
+    assert_same_audio(received(first), await expected_audio(live, text, "en", 3))
+    assert_same_audio(received(second), await expected_audio(live, "Another stream at once.", "en", 9))
