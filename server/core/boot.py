@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from batching import MicroBatcher
+from batching import MicroBatcher, StepBatcher
 from engine import Engine, SynthesisItem, warmup_batch_sizes
+from engine.step_model import EngineStepModel
 from engine.voices import DEFAULT_VOICE_ID
 from observability import Metrics
 from server.core.settings import Settings
@@ -25,12 +26,13 @@ from server.core.voices import VoiceStore
 
 log = logging.getLogger("server.core.boot")
 VERSION = "0.1.0"
+AnyBatcher = MicroBatcher[SynthesisItem, np.ndarray] | StepBatcher[SynthesisItem, np.ndarray]
 
 
 @dataclass(frozen=True)
 class Runtime:
     engine: Engine
-    batcher: MicroBatcher[SynthesisItem, np.ndarray]
+    batcher: AnyBatcher
     voices: VoiceStore
 
 
@@ -43,7 +45,9 @@ async def prepare(settings: Settings, metrics: Metrics) -> Runtime:
     dtype = str(engine.dtype).removeprefix("torch.")
     log.info("model loaded", extra={"seconds": round(engine.load_seconds, 3), "device": str(engine.device),
                                     "dtype": dtype})
-    batcher: MicroBatcher[SynthesisItem, np.ndarray] = MicroBatcher(engine, settings.batcher_config(), metrics)
+    batcher: AnyBatcher = (  # step: items join between flow steps (#13); request: whole batches
+        StepBatcher(EngineStepModel(engine), settings.batcher_config(), metrics, settings.default_nfe_steps)
+        if settings.scheduler == "step" else MicroBatcher(engine, settings.batcher_config(), metrics))
     voices = VoiceStore(engine, Path(settings.voices_dir) if settings.voices_dir else None,
                         batcher.call_in_worker)
     await voices.load()
