@@ -11,17 +11,27 @@ from __future__ import annotations
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
-from batching import MicroBatcher
 from observability.metrics import TRANSPORTS
 from server.core.errors import ServiceError
 from server.core.state import STATE
 
 RECENT = 30
 """How many recent intervals the status keeps."""
+
+
+class QueueView(Protocol):
+    """What the status reads from either batcher (request-level or step-level)."""
+
+    @property
+    def queued(self) -> int: ...
+    @property
+    def queued_frames(self) -> int: ...
+    @property
+    def running(self) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -59,7 +69,7 @@ def read_figures(app: web.Application) -> Figures:
         return registry.get_sample_value(name, labels) or 0.0
 
     try:
-        batcher: MicroBatcher[Any, Any] | None = state.runtime.batcher
+        batcher: QueueView | None = state.runtime.batcher
     except ServiceError:  # not started yet, or stopped
         batcher = None
     return Figures(
