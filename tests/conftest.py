@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import socket
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +48,22 @@ def voice_en(engine: Engine) -> Voice:
 def voice_zh(engine: Engine) -> Voice:
     samples, rate = chinese_clip(1.0)
     return engine.prepare_voice("zh", encode(samples, rate), ZH_TRANSCRIPT)
+
+
+# -- helpers ------------------------------------------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def wait_until(check: Callable[[], bool], timeout: float = 10.0, interval: float = 0.02) -> None:
+    """Poll ``check`` until it holds; fail (not hang) after ``timeout``. Tests wait on conditions, not sleeps."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"condition not met within {timeout} s"
+        await asyncio.sleep(interval)
 
 
 # -- server fixtures ------------------------------------------------------------------------------------

@@ -16,14 +16,9 @@ import aiohttp
 import pytest
 
 from scripts.client import TTSClient
+from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def server_env(tiny_cache: Path, **extra: str) -> dict[str, str]:
@@ -111,14 +106,48 @@ async def test_sigterm_drains_in_flight_stream(server_process) -> None:  # type:
      "checkpoint file not found: /nonexistent/model.safetensors"),
     (["--model", "F5TTS_v1_Base"], {"HF_HUB_OFFLINE": "1"}, "cannot fetch F5TTS_v1_Base/model_1250000.safetensors"),
     (["--model", "F5TTS_v9"], {}, "unknown model 'F5TTS_v9'"),
+    (["--vocab-file", "{tmp}/vocab.txt"], {}, "must have a space as its first token"),
+    (["--port", "99999"], {}, "--port and --health-port must be between 1 and 65535"),
 ])
 def test_startup_failure_is_one_clear_line_and_exit_1(tiny_cache: Path, tmp_path: Path, args: list[str],
                                                       env: dict[str, str], message: str) -> None:
+    (tmp_path / "vocab.txt").write_text("not a vocab\n")
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
     argv = [sys.executable, "-m", "server", "--model", "tiny", "--port", str(free_port()),
             "--voices-dir", str(tmp_path / "v"), *args]
     proc = subprocess.run(argv, cwd=ROOT, env=server_env(tiny_cache, HF_HOME=str(tmp_path / "hf"), **env),
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    errors = [line for line in proc.stderr.splitlines() if "error:" in line]
     assert len(errors) == 1 and message in errors[0], proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_taken_port_fails_before_the_model_loads(tiny_cache: Path, tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        argv = [sys.executable, "-m", "server", "--model", "tiny", "--host", "127.0.0.1",
+                "--port", str(taken.getsockname()[1]), "--voices-dir", str(tmp_path / "v")]
+        proc = subprocess.run(argv, cwd=ROOT, env=server_env(tiny_cache), capture_output=True, text=True,
+                              timeout=120)
+    assert proc.returncode == 1 and "Address already in use" in proc.stderr
+    assert "loading model" not in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_sigterm_during_startup_stops_cleanly(tiny_cache: Path, tmp_path: Path) -> None:
+    log = tmp_path / "server.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "server", "--model", "tiny", "--port", str(free_port()),
+                                 "--voices-dir", str(tmp_path / "v")], cwd=ROOT, env=server_env(tiny_cache),
+                                stdout=out, stderr=subprocess.STDOUT, text=True)
+        deadline = time.monotonic() + 60
+        while "loading model" not in log.read_text():
+            assert time.monotonic() < deadline and proc.poll() is None, log.read_text()
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0, log.read_text()
+    text = log.read_text()
+    assert "stopped during startup" in text and "Traceback" not in text

@@ -19,7 +19,7 @@ import pytest
 from server.core.settings import Settings
 from server.runpod.worker import InputError, Worker, local_test_mode, parse_job_input
 from tests.audio import EN_TRANSCRIPT, encode, english_clip
-from tests.test_process import free_port
+from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
