@@ -36,6 +36,8 @@ needs_chromium = pytest.mark.skipif(not Path(CHROMIUM).exists(),
 class Tab:
     page: Any
     console_errors: list[str]
+    foreign_requests: list[str]
+    """Requests to anything but the server under test (the page must work offline)."""
 
     async def js(self, expression: str) -> Any:
         return await self.page.evaluate(expression)
@@ -79,8 +81,10 @@ async def open_tab() -> AsyncIterator[OpenTab]:
             errors: list[str] = []
             page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
             page.on("pageerror", lambda exc: errors.append(f"page error: {exc}"))
-            await page.goto(live.url("/"))
-            tab = Tab(page, errors)
+            base, foreign = live.url("/"), []
+            page.on("request", lambda r: None if r.url.startswith((base, "data:", "blob:")) else foreign.append(r.url))
+            await page.goto(base)
+            tab = Tab(page, errors, foreign)
             await tab.wait_for("window.playground && (window.playground.status || window.playground.authFailed)")
             return tab
 
@@ -115,7 +119,7 @@ async def test_page_loads_and_speak_streams(live_en: LiveServer, open_tab: OpenT
     await tab.page.screenshot(path=str(OUT / "playground-390.png"), full_page=True)
     width = await tab.js("document.documentElement.scrollWidth")
     assert width <= 390, f"the page scrolls sideways at phone width ({width} px)"
-    assert tab.console_errors == []
+    assert tab.console_errors == [] and tab.foreign_requests == []
 
 
 @needs_chromium
