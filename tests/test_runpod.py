@@ -192,3 +192,31 @@ def test_cancelled_job_leaves_nothing_queued(tiny_cache: Path) -> None:
 
     before, after = asyncio.run(run())
     assert before > 0 and after == 0
+
+
+def test_jobs_move_the_inflight_gauge_and_use_the_shared_outcomes(tiny_cache: Path) -> None:
+    """Regression (#11): RunPod jobs are counted in flight like every other transport, and an unknown voice
+    is ``unknown_voice`` (it was ``bad_request`` here while the other front ends said ``unknown_voice``)."""
+    worker = Worker.boot(Settings(model="tiny", device="cpu", tiny_cache_dir=str(tiny_cache), voices_dir="",
+                                  warmup=False, default_nfe_steps=4))
+
+    def sample(name: str, **labels: str) -> float:
+        return worker.metrics.registry.get_sample_value(name, labels) or 0.0
+
+    async def run() -> tuple[float, list[dict[str, Any]], list[dict[str, Any]]]:
+        job = worker.stream({"id": "j1", "input": {"text": "Counted while it streams."}})
+        first = await job.__anext__()
+        assert "audio_b64" in first
+        during = sample("tts_inflight_requests", transport="runpod")
+        rest = [item async for item in job]
+        unknown = [item async for item in worker.stream({"id": "j2", "input": {"text": "Hi.", "voice": "nobody"}})]
+        await worker.batcher.close()
+        return during, rest, unknown
+
+    during, rest, unknown = asyncio.run(run())
+    assert during == 1 and rest[-1]["done"]
+    assert sample("tts_inflight_requests", transport="runpod") == 0
+    assert unknown == [{"error": "unknown_voice: no voice 'nobody'; see GET /v1/voices"}]
+    assert sample("tts_requests_total", transport="runpod", outcome="unknown_voice") == 1
+    assert sample("tts_requests_total", transport="runpod", outcome="bad_request") == 0
+    assert sample("tts_requests_total", transport="runpod", outcome="ok") == 1
