@@ -208,3 +208,15 @@ def test_unknown_worker_kind_fails_clearly(tmp_path: Path) -> None:
     proc = run_with_fake_python(tmp_path, TTS_MODE="loadbalancer")
     assert proc.returncode == 1 and proc.stdout == ""
     assert "FATAL: TTS_MODE must be queue (alias runpod) or server (alias http), not 'loadbalancer'" in proc.stderr
+
+
+@pytest.mark.parametrize(("env", "rc"), [({"TTS_MODE": "queue"}, 0), ({"TTS_MODE": "server"}, 1),
+                                         ({"TTS_MODE": "http"}, 1)])
+def test_healthcheck_probes_the_server_kind_only(env: dict[str, str], rc: int) -> None:
+    """The queue worker has no port; the HTTP/WS server must answer /healthz (nothing listens here)."""
+    from tests.conftest import free_port
+
+    clean = {k: v for k, v in os.environ.items() if k not in ("TTS_PORT", "PORT", "TTS_MODE")}
+    proc = subprocess.run([sys.executable, str(ROOT / "deploy" / "runpod" / "healthcheck.py")],
+                          env={**clean, **env, "PORT": str(free_port())}, capture_output=True, text=True, timeout=30)
+    assert proc.returncode == rc, proc.stderr

@@ -1,4 +1,5 @@
-"""Docker HEALTHCHECK: with TTS_MODE=http, the server's /healthz must answer; the RunPod worker has no port."""
+"""Docker HEALTHCHECK: with TTS_MODE=server (or its old name http), the server's /healthz must answer on
+TTS_PORT (else RunPod's PORT, else 8000); the queue worker (TTS_MODE=queue) has no port."""
 
 from __future__ import annotations
 
@@ -6,9 +7,10 @@ import os
 import sys
 import urllib.request
 
-if os.environ.get("TTS_MODE", "runpod") != "http":
+if os.environ.get("TTS_MODE", "queue") not in ("server", "http"):
     sys.exit(0)
-url = f"http://127.0.0.1:{os.environ.get('TTS_PORT', '8000')}/healthz"
+port = os.environ.get("TTS_PORT") or os.environ.get("PORT") or "8000"
+url = f"http://127.0.0.1:{port}/healthz"
 try:
     with urllib.request.urlopen(url, timeout=4) as response:
         sys.exit(0 if response.status == 200 else 1)
