@@ -103,12 +103,17 @@ class StepPlanner:
         # Padding is bounded by the frame cap alone: a step's rows come and go, no length grouping.
         self.limits = policy.Limits(config.max_batch_size, config.max_batch_frames, 1.0)
         self.steps_seen = 0
+        self.learning = True
+        """Refine the curve from live steps. Off once seeded: warm-up timings are whole batches / steps
+        (vocoder and per-call overhead included), a live step is one DiT pass; mixed in one fit, the
+        cheap live size-1 steps beside seeded larger sizes read as a steep curve and pin singles."""
 
     # -- the cost model -------------------------------------------------------------------------------
 
     def seed(self, samples: Iterable[CostSample | tuple[int, int, float]]) -> dict[int, float]:
         self.costs.seed(CostSample(int(s[0]), int(s[1]), float(s[2]) / self.seed_steps) for s in samples)
         self.costs.last_key = STEP_KEY
+        self.learning = False
         table = self.export()
         log.info("step cost model", extra={"coef": [f"{c:.3g}" for c in self.costs.seed_curve.coef],
                                            "frames": self.costs.typical_frames, "predicted_step_s": table})
@@ -124,6 +129,8 @@ class StepPlanner:
 
     def observe(self, size: int, frames: int, seconds: float) -> None:
         self.steps_seen += 1
+        if not self.learning:
+            return
         self.costs.curve(STEP_KEY).observe(CostSample(size, frames, seconds),
                                            refit=self.steps_seen % REFIT_EVERY == 0)
         self.costs.last_key = STEP_KEY
