@@ -7,6 +7,7 @@ import base64
 import io
 
 import aiohttp
+import av
 import numpy as np
 import openai
 import orjson
@@ -14,7 +15,7 @@ import pytest
 import soundfile as sf
 
 from scripts.client import TTSClient
-from tests.conftest import LiveServer, upload_voice
+from tests.conftest import LiveServer, upload_voice, wait_until
 from tests.fakes import Gate
 
 TEXT = "Hello from the OpenAI compatible endpoint."
@@ -27,11 +28,15 @@ def client_for(live: LiveServer, api_key: str = "unused") -> openai.AsyncOpenAI:
 def decode(data: bytes, fmt: str) -> tuple[np.ndarray, int]:
     if fmt == "pcm":
         return np.frombuffer(data, dtype="<i2").astype(np.float32) / 32767, 24_000
+    if fmt == "aac":  # libsndfile has no AAC reader
+        with av.open(io.BytesIO(data)) as container:
+            frames = [f.to_ndarray().reshape(-1) for f in container.decode(audio=0)]
+        return np.concatenate(frames), 24_000
     samples, rate = sf.read(io.BytesIO(data), dtype="float32")
     return samples, rate
 
 
-@pytest.mark.parametrize("fmt", ["wav", "pcm", "flac", "mp3", "opus"])
+@pytest.mark.parametrize("fmt", ["wav", "pcm", "flac", "mp3", "opus", "aac"])
 async def test_non_streaming_each_format(live_en: LiveServer, fmt: str) -> None:
     async with client_for(live_en) as client:
         response = await client.audio.speech.create(model="tts-1", voice="en", input=TEXT,
@@ -42,7 +47,7 @@ async def test_non_streaming_each_format(live_en: LiveServer, fmt: str) -> None:
     assert rate == 24_000 and len(samples) / rate > 0.5
 
 
-@pytest.mark.parametrize("fmt", ["wav", "pcm", "mp3", "opus", "flac"])
+@pytest.mark.parametrize("fmt", ["wav", "pcm", "mp3", "opus", "flac", "aac"])
 async def test_streaming_each_format(live_en: LiveServer, fmt: str) -> None:
     async with client_for(live_en) as client, client.audio.speech.with_streaming_response.create(
             model="tts-1", voice="en", input=TEXT + " And a second sentence to make two chunks.",
@@ -114,13 +119,35 @@ async def test_errors_have_openai_shape(live_en: LiveServer, kwargs: dict, statu
     assert live_en.metric("tts_requests_total", transport="http", outcome=outcome) == 1
 
 
-async def test_unknown_parameter_and_bad_json(live_en: LiveServer) -> None:
+async def test_unknown_parameters_are_ignored_and_named(live_en: LiveServer) -> None:
     async with aiohttp.ClientSession() as session:
         async with session.post(live_en.url("/v1/audio/speech"), data=b"{nope") as r:
             assert r.status == 400 and (await r.json())["error"]["code"] == "invalid_json"
-        async with session.post(live_en.url("/v1/audio/speech"),
-                                json={"model": "tts-1", "input": "Hi.", "colour": "red"}) as r:
-            assert r.status == 400 and (await r.json())["error"]["param"] == "colour"
+        async with session.post(live_en.url("/v1/audio/speech"), json={
+                "model": "tts-1", "input": "Hi.", "colour": "red", "lang_code": "a", "response_format": "pcm"}) as r:
+            assert r.status == 200 and len(await r.read()) > 0
+            assert r.headers["X-Ignored-Params"] == "colour, lang_code"
+    assert live_en.metric("tts_requests_total", transport="http", outcome="bad_request") == 1
+
+
+async def test_strict_params_refuses_unknown_fields(start_server, test_settings) -> None:  # type: ignore[no-untyped-def]
+    live = await start_server(test_settings.replace(strict_params=True))
+    async with aiohttp.ClientSession() as session, session.post(live.url("/v1/audio/speech"), json={
+            "model": "tts-1", "input": "Hi.", "colour": "red"}) as r:
+        body = await r.json()
+    assert r.status == 400 and body["error"]["code"] == "unknown_parameter" and body["error"]["param"] == "colour"
+
+
+@pytest.mark.parametrize("model", ["tts-1-1106", "tts-1-hd-1106", "gpt-4o-mini-tts-2025-12-15", "tiny"])
+async def test_dated_snapshots_and_voice_objects(live_en: LiveServer, model: str) -> None:
+    async with client_for(live_en) as client:
+        response = await client.audio.speech.create(model=model, voice={"id": "en"}, input="Snapshot.",  # type: ignore[arg-type]
+                                                    response_format="pcm", extra_body={"nfe_steps": 2})
+        assert len(response.content) > 0
+        assert (await client.models.retrieve(model)).id == model
+        with pytest.raises(openai.NotFoundError) as info:
+            await client.models.retrieve("whisper-1")
+    assert isinstance(info.value.body, dict) and info.value.body["code"] == "model_not_found"
 
 
 async def test_auth(start_server, test_settings) -> None:  # type: ignore[no-untyped-def]
@@ -148,7 +175,7 @@ async def test_queue_full_is_429_with_retry_after(start_server, test_settings, m
         await gate.wait_entered()
         second = asyncio.create_task(client.audio.speech.create(model="tts-1", voice="en", input="Two.",
                                                                 response_format="pcm"))
-        await asyncio.sleep(0.2)
+        await wait_until(lambda: live.metric("tts_queue_depth") >= 1)
         with pytest.raises(openai.RateLimitError) as info:
             await client.audio.speech.create(model="tts-1", voice="en", input="Three.")
         assert int(info.value.response.headers["Retry-After"]) >= 1

@@ -16,7 +16,7 @@ from engine import SynthesisItem
 from scripts.client import StreamError, TTSClient
 from server.core.app import drain
 from server.ws.protocol import ERROR_CODES
-from tests.conftest import LiveServer, upload_voice
+from tests.conftest import LiveServer, upload_voice, wait_until
 from tests.fakes import Gate
 
 
@@ -156,7 +156,7 @@ async def test_queue_full_keeps_the_socket_usable(start_server, test_settings, m
         running = await client.start("Running now.", voice="en")
         await gate.wait_entered()
         queued = await client.start("Queued next.", voice="en")
-        await asyncio.sleep(0.1)
+        await wait_until(lambda: live.metric("tts_queue_depth") >= 1)
         error = await expect_stream_error(client, "No room.", "queue_full", voice="en")
         assert error.retry_after_ms is not None and error.retry_after_ms > 0
         assert live.metric("tts_rejected_total", reason="queue_full") == 1

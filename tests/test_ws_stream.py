@@ -11,7 +11,7 @@ from engine import SynthesisItem
 from scripts.client import StreamError, TTSClient
 from server.core.audio import CROSS_FADE_S, CrossFader, to_pcm16
 from server.core.textfeed import TextFeed
-from tests.conftest import LiveServer
+from tests.conftest import LiveServer, wait_until
 
 LONG_TEXT = ("Hello there. This is a longer paragraph for the streaming test, with several sentences. "
              "It goes on for a while so that the server must cut it into chunks. And then it ends here.")
@@ -181,7 +181,8 @@ async def test_unspeakable_chunk_inside_a_stream_is_skipped(live_en: LiveServer)
             await asyncio.sleep(0.01)
         await client.send({"type": "append", "id": "sym", "text": "☃☃☃"})
         await client.send({"type": "flush", "id": "sym"})
-        await asyncio.sleep(0.3)  # let the server take the flushed symbols as a chunk of their own
+        stream = next(iter(live_en.state.connections)).streams["sym"]  # type: ignore[attr-defined]
+        await wait_until(lambda: stream.feed.chunks_given >= 2)  # the flushed symbols became a chunk of their own
         await client.send({"type": "append", "id": "sym", "text": " Goodbye now."})
         await client.send({"type": "end", "id": "sym"})
         await result.done
