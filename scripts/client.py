@@ -5,6 +5,8 @@
         soundfile.write("out.wav", result.audio(), result.sample_rate)
 
 Several requests may run at once on one client (one socket): each gets its own id and result.
+With ``marks=True`` the result collects the server's ``marks`` messages; ``srt``/``vtt`` turn them into
+captions.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ class StreamResult:
     start: dict[str, Any] | None = None
     end: dict[str, Any] | None = None
     pcm: bytearray = field(default_factory=bytearray)
+    marks: list[dict[str, Any]] = field(default_factory=list)
+    """The ``marks`` messages received, in order (with ``marks=True``)."""
     frames: int = 0
     first_audio_at: float | None = None
     ended_at: float | None = None
@@ -149,6 +153,8 @@ class TTSClient:
         elif kind == "audio_start":
             result.start = data
             self.by_stream[int(data["stream"])] = result
+        elif kind == "marks":
+            result.marks.append(data)
         elif kind == "audio_end":
             result.end = data
             result.ended_at = time.perf_counter()
@@ -167,3 +173,49 @@ class TTSClient:
             result.first_audio_at = time.perf_counter()
         result.frames += 1
         result.pcm.extend(data[HEADER.size:])
+
+
+# -- captions ------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Cue:
+    start: float
+    """Seconds from the start of the audio."""
+    end: float
+    text: str
+
+
+def cues(marks: list[dict[str, Any]], sample_rate: int = 24_000) -> list[Cue]:
+    """One caption per chunk of text as given. A chunk whose text is empty continues the one before (its
+    stretch extends that cue); breaks are silence and get no cue."""
+    out: list[Cue] = []
+    for mark in marks:
+        if mark.get("break"):
+            continue
+        start, end = mark["start_sample"] / sample_rate, mark["end_sample"] / sample_rate
+        text = " ".join(str(mark["text"]).split())
+        if not text and out:
+            out[-1] = Cue(out[-1].start, end, out[-1].text)
+        elif text:
+            out.append(Cue(start, end, text))
+    return out
+
+
+def _timestamp(seconds: float, separator: str) -> str:
+    millis = round(seconds * 1000)
+    hours, rest = divmod(millis, 3_600_000)
+    minutes, rest = divmod(rest, 60_000)
+    return f"{hours:02d}:{minutes:02d}:{rest // 1000:02d}{separator}{rest % 1000:03d}"
+
+
+def srt(marks: list[dict[str, Any]], sample_rate: int = 24_000) -> str:
+    """SubRip captions: numbered cues, ``HH:MM:SS,mmm --> HH:MM:SS,mmm``."""
+    return "".join(f"{i}\n{_timestamp(c.start, ',')} --> {_timestamp(c.end, ',')}\n{c.text}\n\n"
+                   for i, c in enumerate(cues(marks, sample_rate), 1))
+
+
+def vtt(marks: list[dict[str, Any]], sample_rate: int = 24_000) -> str:
+    """WebVTT captions."""
+    body = "".join(f"{_timestamp(c.start, '.')} --> {_timestamp(c.end, '.')}\n{c.text}\n\n"
+                   for c in cues(marks, sample_rate))
+    return "WEBVTT\n\n" + body

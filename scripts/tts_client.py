@@ -2,6 +2,7 @@
 """Synthesise text through a running server and save it as WAV; prints time to first audio, latency, RTF.
 
     python scripts/tts_client.py "Hello there." -o hello.wav --url ws://localhost:8000/v1/stream
+    python scripts/tts_client.py "It costs $3.50." -o out.wav --srt out.srt --vtt out.vtt
 """
 
 from __future__ import annotations
@@ -15,18 +16,23 @@ import soundfile as sf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from scripts.client import StreamError, TTSClient
+from scripts.client import StreamError, TTSClient, srt, vtt
 
 
 async def run(args: argparse.Namespace) -> int:
     async with TTSClient(args.url, api_key=args.api_key) as client:
         try:
             result = await client.synthesize(args.text, voice=args.voice, seed=args.seed, speed=args.speed,
-                                             nfe_steps=args.nfe_steps)
+                                             nfe_steps=args.nfe_steps, lang=args.lang,
+                                             normalize=False if args.no_normalize else None,
+                                             marks=True if args.srt or args.vtt else None)
         except StreamError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
     sf.write(args.output, result.audio(), result.sample_rate, subtype="PCM_16")
+    for path, write in ((args.srt, srt), (args.vtt, vtt)):
+        if path:  # captions from the server's marks: chunk times exact, one cue per chunk of text
+            Path(path).write_text(write(result.marks, result.sample_rate), encoding="utf-8")
     end = result.end or {}
     seconds = result.samples / result.sample_rate
     chunks = end.get("chunks")
@@ -47,6 +53,10 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--speed", type=float, default=None)
     parser.add_argument("--nfe-steps", type=int, default=None)
+    parser.add_argument("--lang", default=None, help="language for normalisation (en, zh; default: detect)")
+    parser.add_argument("--no-normalize", action="store_true", help="send the text to the model as given")
+    parser.add_argument("--srt", default=None, metavar="FILE", help="write SubRip captions from the marks")
+    parser.add_argument("--vtt", default=None, metavar="FILE", help="write WebVTT captions from the marks")
     return asyncio.run(run(parser.parse_args()))
 
 

@@ -7,6 +7,7 @@ import asyncio
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from engine.marks import WordTime
 from server.core.errors import ServiceError
 
 if TYPE_CHECKING:
@@ -19,6 +20,37 @@ class AudioChunk:
     """Sequence number of this piece within its stream, from 0."""
     pcm: bytes
     """PCM s16le mono at the engine's sample rate."""
+
+
+@dataclass(frozen=True)
+class ChunkMarks:
+    """Which text a stretch of the stream speaks; emitted (when the request asked for marks) before any
+    sample of that stretch. Stretches tile the stream: each starts where the one before ends, the last
+    ends at ``StreamEnd.samples``. Between chunk k-1 and k the boundary is the first sample after their
+    cross-fade, the first in which chunk k sounds alone: the fade belongs to the earlier chunk. So a
+    chunk's end is known as soon as its own audio is, whatever follows it."""
+
+    chunk: int | None
+    """Index of the text chunk (0 .. StreamEnd.chunks - 1); None for a break (silence)."""
+    text: str
+    """The chunk's text as the client gave it ("" continues the previous chunk's text)."""
+    spoken: str
+    """The text the model was given (normalised, markup removed)."""
+    start_sample: int
+    """First sample of the stretch, counted from the stream's first sample."""
+    end_sample: int
+    """One past its last sample."""
+    words: tuple[WordTime, ...] = ()
+    """Word spans inside the stretch, estimated from UTF-8 bytes (as F5-TTS sizes its output)."""
+
+    def to_json(self) -> dict[str, object]:
+        data: dict[str, object] = {
+            "chunk": self.chunk, "text": self.text, "spoken": self.spoken, "start_sample": self.start_sample,
+            "end_sample": self.end_sample,
+            "words": [{"word": w.word, "start": w.start, "end": w.end, "estimate": w.estimate} for w in self.words]}
+        if self.chunk is None:
+            data["break"] = True
+        return data
 
 
 @dataclass(frozen=True)
@@ -46,7 +78,7 @@ class StreamFailed:
     error: ServiceError
 
 
-Event = AudioChunk | StreamEnd | StreamFailed
+Event = AudioChunk | ChunkMarks | StreamEnd | StreamFailed
 
 
 class Sink(Protocol):

@@ -17,6 +17,7 @@ from server.core.events import Sink
 from server.core.settings import Settings
 from server.core.stream import Stream
 from server.core.textfeed import TextFeed
+from server.core.textfront import TextFront, chunk_speed, is_ssml
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,12 @@ class StreamRequest:
     """Absent: random (reported back to the client)."""
     final: bool = True
     """False: an incremental stream, fed later through ``stream.feed``."""
+    normalize: bool = True
+    """Write numbers, dates, symbols... out as words before synthesis (engine.normalize)."""
+    lang: str = "auto"
+    """Language of the text for normalisation ('en', 'zh', ...); 'auto' detects it."""
+    marks: bool = False
+    """Emit ``ChunkMarks`` events (which text each stretch of audio speaks)."""
 
 
 class Service:
@@ -95,17 +102,24 @@ class Service:
                                f"{settings.max_text_chars}", param="input")
         voice = self._voice(request.voice)
         params = self._params(request)
-        engine = runtime.engine
-        if request.final:
-            if not request.text.strip():
-                raise ServiceError("bad_request", "text is empty", param="input")
-            self._check_speakable(SynthesisItem.of(request.text, voice, params))
-        limit = engine.chunk_limit(voice, params.speed)
-        feed = TextFeed.complete(request.text, limit) if request.final else TextFeed(limit)
-        if not request.final and request.text:
-            feed.append(request.text)
+        if request.final and not request.text.strip():
+            raise ServiceError("bad_request", "text is empty", param="input")
+        feed = self._feed(request, voice, params)
+        if request.final and not feed.has_silence:  # a document of pauses only is fine: it is its silence
+            self._check_speakable(SynthesisItem.of(feed.spoken, voice, params))
         return Stream(request.id, number, voice, params, feed, runtime, sink, self.metrics, transport=transport,
-                      retry_until_s=settings.queue_timeout_s)
+                      retry_until_s=settings.queue_timeout_s, marks=request.marks)
+
+    def _feed(self, request: StreamRequest, voice: Voice, params: SynthesisParams) -> TextFeed:
+        """Text → pieces (normalisation, SSML, pauses); SSML errors are bad_request (engine.ssml)."""
+        if not request.final and is_ssml(request.text):
+            raise ServiceError("bad_request", "SSML needs the whole document at once (final: true)", param="input")
+        if len(request.lang) > 16:
+            raise ServiceError("bad_request", "lang must be a language code like 'en' or 'zh'", param="lang")
+        engine = self.runtime.engine
+        front = TextFront(normalize=request.normalize, lang=request.lang)
+        return TextFeed.open(request.text, request.final,
+                             lambda rate: engine.chunk_limit(voice, chunk_speed(params.speed, rate)), front)
 
     def _params(self, request: StreamRequest) -> SynthesisParams:
         try:

@@ -4,6 +4,10 @@ Two cooperating tasks: the producer takes chunks from the text feed and submits 
 at most one ahead of the chunk being streamed, and only once the previous chunk has started (so a
 stream's own next chunk never competes with its first one for a batch); the consumer awaits results in
 order and sends them.
+
+Text reaches the stream as pieces (``server.core.textfront``): a chunk of speech goes to the batcher; a
+silence never does: the consumer writes its zeros between the chunks around it, without a cross-fade.
+With marks on, each stretch of the stream (a chunk or a silence) is announced before its first sample.
 """
 
 from __future__ import annotations
@@ -12,17 +16,20 @@ import asyncio
 import contextlib
 import logging
 import time
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from batching import QueueFullError, Ticket
 from engine import InvalidTextError, SynthesisItem, SynthesisParams, Voice
+from engine.marks import estimate_word_times
 from observability import Metrics
 from server.core.audio import CROSS_FADE_S, CrossFader, to_pcm16
 from server.core.errors import classify
-from server.core.events import AudioChunk, Event, Sink, StreamEnd, StreamFailed
+from server.core.events import AudioChunk, ChunkMarks, Event, Sink, StreamEnd, StreamFailed
 from server.core.textfeed import TextFeed
+from server.core.textfront import Chunk, Piece, Silence, chunk_speed
 
 if TYPE_CHECKING:
     from server.core.boot import Runtime
@@ -40,7 +47,7 @@ class SinkClosed(Exception):
 class Stream:
     def __init__(self, request_id: str, number: int, voice: Voice, params: SynthesisParams, feed: TextFeed,
                  runtime: Runtime, sink: Sink, metrics: Metrics, transport: str = "ws",
-                 retry_until_s: float = 30.0) -> None:
+                 retry_until_s: float = 30.0, marks: bool = False) -> None:
         self.id = request_id
         self.number = number
         """Per-connection stream number (the WebSocket frame header carries it)."""
@@ -53,15 +60,19 @@ class Stream:
         self.metrics = metrics
         self.transport = transport
         self.retry_until_s = retry_until_s
+        self.marks = marks
+        """Emit ``ChunkMarks`` before each stretch's audio."""
         self.started_at = time.perf_counter()
         self.first_audio_at: float | None = None
         self.samples = 0
         self.frames = 0
         self.chunks = 0
-        self._tickets: asyncio.Queue[Ticket[SynthesisItem] | None] = asyncio.Queue()
+        self._tickets: asyncio.Queue[tuple[Piece, Ticket[SynthesisItem] | None] | None] = asyncio.Queue()
         self._slots = asyncio.Semaphore(LOOKAHEAD)
         self._in_flight: list[Ticket[SynthesisItem]] = []
         self._fader = CrossFader(int(CROSS_FADE_S * self.engine.sample_rate))
+        self._held = 0  # samples the fader holds back (its tail); mirrored here to place chunk boundaries
+        self._stretch_end = 0  # where the last announced stretch ends: the next one starts there
         self._cancelled = False
         self._cancel_outcome = "cancelled"
         self._recorded = False
@@ -104,8 +115,11 @@ class Stream:
         previous: Ticket[SynthesisItem] | None = None
         index = 0
         try:
-            while (text := await self.feed.next()) is not None:
-                item = self._item(text, index)
+            while (piece := await self.feed.next_piece()) is not None:
+                if isinstance(piece, Silence):
+                    await self._tickets.put((piece, None))
+                    continue
+                item = self._item(piece, index)
                 try:
                     self.engine.validate(item)
                 except InvalidTextError:
@@ -115,14 +129,17 @@ class Stream:
                 await self._slots.acquire()
                 ticket = await self._submit(item, first=index == 0)
                 self._in_flight.append(ticket)
-                await self._tickets.put(ticket)
+                await self._tickets.put((piece, ticket))
                 previous = ticket
                 index += 1
         finally:
             await self._tickets.put(None)
 
-    def _item(self, text: str, index: int) -> SynthesisItem:
-        return SynthesisItem.of(text, self.voice, self.params.for_chunk(index))
+    def _item(self, chunk: Chunk, index: int) -> SynthesisItem:
+        params = self.params.for_chunk(index)
+        if chunk.rate != 1.0:
+            params = replace(params, speed=chunk_speed(params.speed, chunk.rate))
+        return SynthesisItem.of(chunk.spoken, self.voice, params)
 
     async def _submit(self, item: SynthesisItem, first: bool) -> Ticket[SynthesisItem]:
         """The first chunk is refused at once when the queue is full (the client retries); later chunks
@@ -139,12 +156,38 @@ class Stream:
     # -- consumer -------------------------------------------------------------------------------------
 
     async def _consume(self) -> None:
-        while (ticket := await self._tickets.get()) is not None:
+        while (planned := await self._tickets.get()) is not None:
+            piece, ticket = planned
+            if isinstance(piece, Silence):
+                await self._silence(piece.seconds)
+                continue
+            assert ticket is not None and isinstance(piece, Chunk)
             wave = await ticket.future
             self._in_flight.remove(ticket)
             self._slots.release()
             self.chunks += 1
+            # The chunk's stretch ends after its whole faded output, held tail included: the next chunk's
+            # fade-in mixes into that tail, so the fade belongs to this chunk (events.ChunkMarks).
+            full = self._held - min(self._fader.fade, self._held, len(wave)) + len(wave)
+            self._held = min(self._fader.fade, full)
+            await self._announce(self.chunks - 1, piece.text, piece.spoken, self.samples + full)
             await self._send(self._fader.push(wave))
+
+    async def _silence(self, seconds: float) -> None:
+        """Exact zeros: the chunk before ends without a fade (its held tail goes out as it is), and the
+        next one starts fresh, as a stream's first chunk does."""
+        await self._send(self._fader.finish())
+        self._held = 0
+        samples = round(seconds * self.engine.sample_rate)
+        if samples > 0:
+            await self._announce(None, "", "", self.samples + samples)
+            await self._send(np.zeros(samples, dtype=np.float32))
+
+    async def _announce(self, chunk: int | None, text: str, spoken: str, end: int) -> None:
+        start, self._stretch_end = self._stretch_end, end
+        if self.marks and not self._cancelled:
+            words = tuple(estimate_word_times(spoken, end - start, start))
+            await self._emit(ChunkMarks(chunk, text, spoken, start, end, words))
 
     async def _send(self, wave: np.ndarray) -> None:
         for start in range(0, len(wave), FRAME_SAMPLES):

@@ -4,19 +4,30 @@ A complete request (``final: true``) is all available at once. An incremental on
 ``append``; text becomes available at each sentence boundary, on ``flush``, and on ``end``. Chunks are
 cut when the synthesiser asks for the next one, from everything complete by then, so a fast text
 source gets few long chunks and a slow one gets audio after its first sentence.
+
+``next`` hands out chunks of text as given; ``next_piece`` what the stream voices: each chunk turned
+into speech by the request's ``TextFront`` as it is cut (normalised, pause markers as silence). A
+complete request is cut and turned into pieces at once (``open``), so a bad SSML document or text with
+nothing to say is refused before any audio; an SSML document is always complete.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 
 from engine.text import FIRST_CHUNK_BYTES, SENTENCE_END, take_chunk
+from server.core.textfront import Chunk, ChunkLimit, Piece, Silence, TextFront, is_ssml
 
 
 class TextFeed:
-    def __init__(self, max_chunk_bytes: int, first_chunk_bytes: int = FIRST_CHUNK_BYTES) -> None:
+    def __init__(self, max_chunk_bytes: int, first_chunk_bytes: int = FIRST_CHUNK_BYTES,
+                 front: TextFront | None = None, limit: ChunkLimit | None = None) -> None:
         self.max_chunk_bytes = max_chunk_bytes
+        self.front = front or TextFront()
+        self.limit: ChunkLimit = limit or (lambda rate: max_chunk_bytes)
+        self._pieces: deque[Piece] = deque()
         self.first_chunk_bytes = first_chunk_bytes
         self.total_chars = 0
         self.chunks_given = 0
@@ -33,6 +44,32 @@ class TextFeed:
         feed.append(text)
         feed.end()
         return feed
+
+    @classmethod
+    def open(cls, text: str, final: bool, limit: ChunkLimit, front: TextFront) -> TextFeed:
+        """The feed of a request: SSML parsed now (``SSMLError`` on a bad document); a complete text cut
+        into pieces now; an incremental one fed with its first text."""
+        feed = cls(limit(1.0), front=front, limit=limit)
+        if final and is_ssml(text):
+            feed._pieces.extend(front.document(text, limit))
+            feed.end()
+            return feed
+        if text:
+            feed.append(text)
+        if final:
+            feed.end()
+            while (chunk := feed._cut()) is not None:
+                feed._pieces.extend(front.plain(chunk, limit))
+        return feed
+
+    @property
+    def spoken(self) -> str:
+        """The text of the pieces already made (a complete request's whole speech), for validation."""
+        return " ".join(p.spoken for p in self._pieces if isinstance(p, Chunk))
+
+    @property
+    def has_silence(self) -> bool:
+        return any(isinstance(p, Silence) for p in self._pieces)
 
     @property
     def ended(self) -> bool:
@@ -65,12 +102,26 @@ class TextFeed:
     async def next(self) -> str | None:
         """The next chunk, waiting for text if needed; ``None`` once ended and exhausted."""
         while True:
-            if self._ready.strip():
-                limit = self.first_chunk_bytes if self.chunks_given == 0 else self.max_chunk_bytes
-                chunk, self._ready = take_chunk(self._ready, self.max_chunk_bytes, first_max_bytes=limit)
-                self.chunks_given += 1
+            if (chunk := self._cut()) is not None:
                 return chunk
             if self._ended:
                 return None
             self._changed.clear()
             await self._changed.wait()
+
+    async def next_piece(self) -> Piece | None:
+        """The next thing to voice (a chunk of speech or a silence); ``None`` once ended and exhausted."""
+        while not self._pieces:
+            text = await self.next()
+            if text is None:
+                return None
+            self._pieces.extend(self.front.plain(text, self.limit))
+        return self._pieces.popleft()
+
+    def _cut(self) -> str | None:
+        if not self._ready.strip():
+            return None
+        limit = self.first_chunk_bytes if self.chunks_given == 0 else self.max_chunk_bytes
+        chunk, self._ready = take_chunk(self._ready, self.max_chunk_bytes, first_max_bytes=limit)
+        self.chunks_given += 1
+        return chunk

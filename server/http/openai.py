@@ -19,7 +19,7 @@ import orjson
 from aiohttp import web
 
 from server.core.errors import ServiceError
-from server.core.events import AudioChunk, EventQueue, StreamEnd
+from server.core.events import AudioChunk, ChunkMarks, EventQueue, StreamEnd
 from server.core.service import StreamRequest
 from server.core.state import STATE, AppState
 from server.core.stream import Stream
@@ -29,7 +29,7 @@ from server.http.errors import error_response, service_error_response
 routes = web.RouteTableDef()
 MODEL_ALIASES = ("tts-1", "tts-1-hd", "gpt-4o-mini-tts")
 FIELDS = {"model", "input", "voice", "response_format", "speed", "stream_format", "instructions", "seed",
-          "nfe_steps"}
+          "nfe_steps", "normalize", "lang", "marks"}
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,13 @@ def _field(body: dict[str, Any], name: str, kinds: tuple[type, ...], default: An
         return value
     if isinstance(value, bool) or not isinstance(value, kinds):
         raise _bad("invalid_type", f"'{name}' has the wrong type", name)
+    return value
+
+
+def _flag(body: dict[str, Any], name: str, default: bool) -> bool:
+    value = body.get(name, default)
+    if not isinstance(value, bool):
+        raise _bad("invalid_type", f"'{name}' must be true or false", name)
     return value
 
 
@@ -83,7 +90,9 @@ def parse_speech(body: Any, state: AppState) -> SpeechRequest:
     request = StreamRequest(
         id=f"http-{uuid.uuid4().hex[:12]}", text=text, voice=_field(body, "voice", (str,), "default"),
         speed=float(_field(body, "speed", (int, float), 1.0)), seed=_field(body, "seed", (int,), None),
-        nfe_steps=_field(body, "nfe_steps", (int,), None))
+        nfe_steps=_field(body, "nfe_steps", (int,), None), normalize=_flag(body, "normalize", True),
+        lang=_field(body, "lang", (str,), "auto"),
+        marks=_flag(body, "marks", False) and stream_format == "sse")  # marks travel only as SSE events
     return SpeechRequest(request, fmt, stream_format)
 
 
@@ -120,7 +129,7 @@ async def _respond(request: web.Request, state: AppState, parsed: SpeechRequest,
     task = state.service.start(stream)
     try:
         first = await events.next()
-        if not isinstance(first, AudioChunk | StreamEnd):  # nothing sent yet: a proper HTTP status
+        if not isinstance(first, AudioChunk | ChunkMarks | StreamEnd):  # nothing sent yet: a proper HTTP status
             return service_error_response(first.error)
         sse = parsed.stream_format == "sse"
         response = web.StreamResponse(headers={
@@ -145,6 +154,8 @@ async def _stream_body(response: web.StreamResponse, parsed: SpeechRequest, stre
     while True:
         if isinstance(event, AudioChunk):
             await _write(response, encoder.encode(event.pcm), sse)
+        elif isinstance(event, ChunkMarks):  # only requested with SSE
+            await response.write(b"data: " + orjson.dumps({"type": "speech.marks", **event.to_json()}) + b"\n\n")
         elif isinstance(event, StreamEnd):
             await _write(response, encoder.finish(), sse)
             if sse:

@@ -41,14 +41,15 @@ from observability import Metrics
 from observability.logs import configure_logging
 from server.core.boot import Runtime, prepare
 from server.core.errors import ServiceError
-from server.core.events import AudioChunk, EventQueue, StreamEnd
+from server.core.events import AudioChunk, EventQueue, StreamEnd, StreamFailed
 from server.core.service import Service, StreamRequest
 from server.core.settings import Settings, load_settings
 from server.core.stream import Stream
 
 log = logging.getLogger("server.runpod_worker")
 
-INPUT_FIELDS = {"text", "voice", "speed", "nfe_steps", "seed", "format", "cfg_strength", "sway_sampling_coef"}
+INPUT_FIELDS = {"text", "voice", "speed", "nfe_steps", "seed", "format", "cfg_strength", "sway_sampling_coef",
+                "normalize", "lang"}
 INLINE_VOICE_CACHE = 32
 
 
@@ -66,6 +67,8 @@ class JobRequest:
     format: str = "pcm"
     cfg_strength: float = 2.0
     sway_sampling_coef: float = -1.0
+    normalize: bool = True
+    lang: str = "auto"
 
 
 def _number(data: Mapping[str, Any], name: str, kind: type, default: Any) -> Any:
@@ -105,11 +108,14 @@ def parse_job_input(data: Any, max_text_chars: int) -> JobRequest:
     fmt = data.get("format", "pcm")
     if fmt not in ("pcm", "wav"):
         raise InputError("input.format must be 'pcm' or 'wav'")
+    normalize, lang = data.get("normalize", True), data.get("lang", "auto")
+    if not isinstance(normalize, bool) or not isinstance(lang, str):
+        raise InputError("input.normalize must be true or false, input.lang a language code")
     return JobRequest(
         text=text, voice=voice, format=fmt, seed=_number(data, "seed", int, None),
         speed=_number(data, "speed", float, 1.0), nfe_steps=_number(data, "nfe_steps", int, None),
         cfg_strength=_number(data, "cfg_strength", float, 2.0),
-        sway_sampling_coef=_number(data, "sway_sampling_coef", float, -1.0),
+        sway_sampling_coef=_number(data, "sway_sampling_coef", float, -1.0), normalize=normalize, lang=lang,
     )
 
 
@@ -187,7 +193,7 @@ class Worker:
                     yield {"done": True, "seed": stream.params.seed, "sample_rate": self.engine.sample_rate,
                            **{k: v for k, v in event.figures().items() if k != "frames"}}
                     return
-                else:
+                elif isinstance(event, StreamFailed):  # (marks are never asked for here)
                     yield {"error": f"{event.error.code}: {event.error}"}
                     return
         finally:  # job cancelled (or the consumer went away): drop this job's queued chunks now
@@ -208,6 +214,7 @@ class Worker:
         stream = self.service.open(StreamRequest(
             id=job_id, text=request.text, voice=voice, speed=request.speed, nfe_steps=request.nfe_steps,
             cfg_strength=request.cfg_strength, sway_sampling_coef=request.sway_sampling_coef, seed=request.seed,
+            normalize=request.normalize, lang=request.lang,
         ), "runpod", events)
         return stream, request.format
 

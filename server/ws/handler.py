@@ -10,7 +10,7 @@ import time
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from server.core.errors import ServiceError
-from server.core.events import AudioChunk, Event, StreamEnd, StreamFailed
+from server.core.events import AudioChunk, ChunkMarks, Event, StreamEnd, StreamFailed
 from server.core.service import StreamRequest
 from server.core.state import STATE, AppState
 from server.core.stream import Stream
@@ -24,6 +24,7 @@ from server.ws.protocol import (
     End,
     ErrorMessage,
     Flush,
+    Marks,
     Synthesize,
     parse_client_message,
 )
@@ -51,6 +52,8 @@ class Connection:
     async def emit(self, stream: Stream, event: Event) -> None:
         if isinstance(event, AudioChunk):
             await self._send(FRAME_HEADER.pack(stream.number, event.seq) + event.pcm)
+        elif isinstance(event, ChunkMarks):
+            await self._send(Marks(stream.id, stream.number, event).to_json())
         elif isinstance(event, StreamEnd):
             await self._send(AudioEnd(stream.id, stream.number, event).to_json())
         elif isinstance(event, StreamFailed):
@@ -129,7 +132,7 @@ class Connection:
         request = StreamRequest(
             id=rid, text=message.text, voice=message.voice, speed=message.speed, nfe_steps=message.nfe_steps,
             cfg_strength=message.cfg_strength, sway_sampling_coef=message.sway_sampling_coef, seed=message.seed,
-            final=message.final)
+            final=message.final, normalize=message.normalize, lang=message.lang, marks=message.marks)
         try:
             stream = service.open(request, "ws", self, number=self._numbers + 1)
         except ServiceError as error:

@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 import orjson
 
 from server.core.errors import ERRORS, ServiceError
-from server.core.events import StreamEnd
+from server.core.events import ChunkMarks, StreamEnd
 
 ENCODING = "pcm_s16le"
 CHANNELS = 1
@@ -42,6 +42,12 @@ class Synthesize:
     """False opens an incremental stream fed by append/flush/end."""
     cfg_strength: float = 2.0
     sway_sampling_coef: float = -1.0
+    normalize: bool = True
+    """Write numbers, dates, symbols... out as words first; false sends the text as given."""
+    lang: str = "auto"
+    """Language of the text for normalisation ('en', 'zh'); 'auto' detects it from the script."""
+    marks: bool = False
+    """Send a ``marks`` message before each stretch of audio (which text it speaks)."""
 
 
 @dataclass(frozen=True)
@@ -75,6 +81,7 @@ _CLIENT_TYPES: dict[str, type[Any]] = {cls.type: cls for cls in (Synthesize, App
 _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "id": (str,), "text": (str,), "voice": (str,), "speed": (int, float), "nfe_steps": (int,),
     "seed": (int,), "final": (bool,), "cfg_strength": (int, float), "sway_sampling_coef": (int, float),
+    "normalize": (bool,), "lang": (str,), "marks": (bool,),
 }
 _REQUIRED = {"id", "text"}
 
@@ -139,6 +146,17 @@ class AudioEnd:
 
     def to_json(self) -> str:
         return orjson.dumps({"type": "audio_end", "id": self.id, "stream": self.stream, **self.end.figures()}).decode()
+
+
+@dataclass(frozen=True)
+class Marks:
+    id: str
+    stream: int
+    marks: ChunkMarks
+    """Sample offsets count from the stream's first sample; words are estimates (docs/protocol.md)."""
+
+    def to_json(self) -> str:
+        return orjson.dumps({"type": "marks", "id": self.id, "stream": self.stream, **self.marks.to_json()}).decode()
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,118 @@
+"""Text as given → what the model speaks: normalisation, SSML, pause markers (the engine's modules), cut
+into pieces the stream can use as they are: a ``Chunk`` of text for one model pass, or a ``Silence``.
+
+Only text and silence leave this module: the batcher never sees markup, and silence never reaches it.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from engine.normalize import NormalizeOptions, normalize
+from engine.params import SPEED_RANGE
+from engine.ssml import Break, Segment, Speech, is_ssml, parse_plain, parse_ssml_document
+from engine.text import FIRST_CHUNK_BYTES, chunk_text, nbytes
+
+log = logging.getLogger(__name__)
+
+MAX_BREAK_S = 10.0
+"""One break (consecutive ones merged) is capped here: a pause, not a way to stream silence."""
+MAX_SILENCE_S = 60.0
+"""All breaks of one stream together: without it 5000 characters of '[pause 10s]x' would be hours of zeros."""
+_MARKER = re.compile(r"\[pause|<break", re.IGNORECASE)  # cheap test before the real parse
+
+ChunkLimit = Callable[[float], int]
+"""Longest chunk in UTF-8 bytes at a given rate (prosody rate multiplies the request's speed)."""
+
+
+@dataclass(frozen=True)
+class Chunk:
+    spoken: str
+    """What the model is given: normalised, markup removed."""
+    text: str
+    """The same stretch as the client wrote it. Empty: it continues the previous chunk's text (one
+    stretch of given text spoken as several chunks: a long SSML segment, or an over-long normalised one)."""
+    rate: float = 1.0
+    """Multiplies the request's speed (SSML prosody rate)."""
+
+
+@dataclass(frozen=True)
+class Silence:
+    seconds: float
+    """Exact silence: zeros in the PCM stream, no model pass."""
+
+
+Piece = Chunk | Silence
+
+
+def chunk_speed(speed: float, rate: float) -> float:
+    """The speed of a chunk: the request's speed times its rate, kept within what the engine accepts."""
+    return min(max(speed * rate, SPEED_RANGE[0]), SPEED_RANGE[1])
+
+
+@dataclass
+class TextFront:
+    """One request's text rules: its normalisation switch and language, and its silence budget."""
+
+    normalize: bool = True
+    lang: str = "auto"
+    max_break_s: float = MAX_BREAK_S
+    silence_left_s: float = MAX_SILENCE_S
+
+    @property
+    def options(self) -> NormalizeOptions:
+        return NormalizeOptions() if self.normalize else NormalizeOptions.disabled()
+
+    def plain(self, text: str, limit: ChunkLimit) -> list[Piece]:
+        """One chunk of plain text, cut from the request as given: normalised, pause markers honoured.
+        Cutting before normalising keeps each chunk's text as given exact, and rules see whole sentences."""
+        if not _MARKER.search(text):
+            spoken = normalize(text, self.lang, self.options) if self.normalize else text
+            return self._split(Speech(spoken, text), limit)
+        parsed = parse_plain(text, self.max_break_s, self.lang, self.options)
+        self._warn(parsed.warnings)
+        return self._pieces(parsed.segments, limit)
+
+    def document(self, text: str, limit: ChunkLimit) -> list[Piece]:
+        """A whole SSML document (raises ``SSMLError``, a bad_request); its speech cut into chunks."""
+        parsed = parse_ssml_document(text, self.max_break_s, self.lang, self.options)
+        self._warn(parsed.warnings)
+        return self._pieces(parsed.segments, limit, first_bytes=FIRST_CHUNK_BYTES)
+
+    def _pieces(self, segments: list[Segment], limit: ChunkLimit, first_bytes: int | None = None) -> list[Piece]:
+        pieces: list[Piece] = []
+        for segment in segments:
+            if isinstance(segment, Break):
+                pieces.extend(self._silence(segment.seconds))
+            else:
+                first = first_bytes if not any(isinstance(p, Chunk) for p in pieces) else None
+                pieces.extend(self._split(segment, limit, first))
+        return pieces
+
+    def _split(self, speech: Speech, limit: ChunkLimit, first_bytes: int | None = None) -> list[Piece]:
+        """A speech segment as chunks the model can take; only the first carries the text as given."""
+        max_bytes = limit(speech.rate)
+        if not speech.text.strip():
+            return []
+        if nbytes(speech.text) <= min(max_bytes, first_bytes or max_bytes):
+            return [Chunk(speech.text, speech.original, speech.rate)]
+        parts = chunk_text(speech.text, max_bytes, first_max_bytes=first_bytes or max_bytes)
+        return [Chunk(part, speech.original if i == 0 else "", speech.rate) for i, part in enumerate(parts)]
+
+    def _silence(self, seconds: float) -> list[Piece]:
+        allowed = min(seconds, self.silence_left_s)
+        if allowed < seconds:
+            log.warning("text front: breaks over %g s in one stream are cut", MAX_SILENCE_S)
+        self.silence_left_s -= allowed
+        return [Silence(allowed)] if allowed > 0 else []
+
+    @staticmethod
+    def _warn(warnings: list[str]) -> None:
+        for warning in warnings:
+            log.warning("ssml: %s", warning)
+
+
+__all__ = ["Chunk", "ChunkLimit", "Piece", "Silence", "TextFront", "chunk_speed", "is_ssml"]
