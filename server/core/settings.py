@@ -19,6 +19,7 @@ from typing import Any
 
 from batching import BatcherConfig
 from engine import EngineConfig
+from server.core.aliases import AliasError, parse_pairs
 
 ENV_PREFIX = "TTS_"
 
@@ -46,6 +47,12 @@ class Settings:
     port: int = _opt("listen port", default=8000)
     api_key: str = _opt("bearer key required on /v1/*; empty = no auth", default="")
     voices_dir: str = _opt("where uploaded voices persist; empty = memory only", default="voices")
+    voice_aliases: str = _opt("other names for voices, NAME=VOICE,...; OpenAI's voice names (alloy, ash, ...) map "
+                              "to 'default' unless mapped here or in <voices-dir>/aliases.json", default="")
+    strict_params: bool = _opt("refuse unknown fields in OpenAI requests (default: ignore them and name them in "
+                               "the X-Ignored-Params header)", default=False)
+    cors_origins: str = _opt("browser origins allowed to call the API, comma-separated, or *; empty = no CORS",
+                             default="")
     health_port: int = _opt("also answer GET /ping on this port (RunPod's PORT_HEALTH); 0 = main port only",
                             default=0)
     max_connections: int = _opt("open HTTP connections (WebSockets included); over it, idle ones are closed "
@@ -178,7 +185,8 @@ def load_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] 
 def _validate(settings: Settings, parser: argparse.ArgumentParser) -> None:
     positive = ["port", "max_batch_size", "max_batch_frames", "max_queue", "max_queue_frames", "max_text_chars",
                 "max_append_chars", "max_streams_per_socket", "max_sockets", "max_message_bytes",
-                "default_nfe_steps", "max_connections", "header_timeout_s", "body_timeout_s"]
+                "default_nfe_steps", "max_connections", "header_timeout_s", "body_timeout_s", "max_transcript_bytes",
+                "max_voices", "max_voices_bytes"]
     for name in positive:
         if getattr(settings, name) <= 0:
             parser.error(f"--{name.replace('_', '-')} must be positive")
@@ -186,3 +194,7 @@ def _validate(settings: Settings, parser: argparse.ArgumentParser) -> None:
         parser.error("--port and --health-port must be between 1 and 65535 (0: no health port)")
     if settings.log_format not in ("text", "json"):
         parser.error("--log-format must be text or json")
+    try:
+        parse_pairs(settings.voice_aliases)
+    except AliasError as exc:
+        parser.error(f"--voice-aliases: {exc}")

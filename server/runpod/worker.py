@@ -39,6 +39,7 @@ import soundfile as sf
 from engine import EngineError, Voice
 from observability import Metrics
 from observability.logs import configure_logging
+from observability.startup import CLOCK
 from server.core.boot import Runtime, prepare
 from server.core.errors import ServiceError
 from server.core.events import AudioChunk, EventQueue, StreamEnd, StreamFailed
@@ -147,7 +148,7 @@ class Worker:
     @classmethod
     def boot(cls, settings: Settings) -> Worker:
         """Load and warm everything before the worker takes jobs. Raises EngineError on failure."""
-        started = time.perf_counter()
+        started = CLOCK.begin()  # the process's start when main() owns it
         metrics = Metrics(latency_budget_s=settings.latency_budget_s)
         ready = asyncio.run(prepare(settings, metrics))
         metrics.ready.set(1)
@@ -163,8 +164,9 @@ class Worker:
         key = hashlib.sha256(audio + transcript.encode()).hexdigest()
         if key not in self._inline:
             try:
-                self._inline[key] = await self.batcher.call_in_worker(
-                    self.engine.prepare_voice, f"inline-{key[:12]}", audio, transcript)
+                # Decoded off the model thread, with the same limits as uploads; only the mel runs on it.
+                self._inline[key] = await self.service.runtime.voices.prepare(f"inline-{key[:12]}", audio,
+                                                                              transcript)
             except EngineError as exc:
                 raise ServiceError("bad_request", f"inline voice: {exc}") from exc
             while len(self._inline) > INLINE_VOICE_CACHE:
@@ -248,6 +250,7 @@ def log_diagnostics(settings: Settings) -> None:
 
 
 def main() -> int:
+    CLOCK.entered()  # imports end here; startup phases count from the process's start
     settings = load_settings([])  # TTS_* env only: the command line belongs to the runpod SDK
     configure_logging(settings.log_format, settings.log_level)
     log_diagnostics(settings)
