@@ -120,6 +120,15 @@ def _import_f5() -> None:
             importlib.import_module(module)
 
 
+def vocos_class() -> Any:
+    """``vocos.Vocos``, imported with huggingface_hub deferred. vocos binds ``hf_hub_download`` for
+    ``Vocos.from_pretrained``, which we never call (``engine.loader`` fetches the files itself), and the
+    hub client's import pulls in httpx and rich: ~0.3 s of every start, for nothing when loading from disk."""
+    with _stand_ins(("huggingface_hub",)):
+        from vocos import Vocos
+    return Vocos
+
+
 _import_f5()
 
 # The names below are f5-tts's own objects; the imports above only decided how their modules load.

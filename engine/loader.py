@@ -221,8 +221,9 @@ def load_f5(spec: ModelSpec, ckpt: Path, vocab_file: str, device: torch.device,
 
 def load_vocos(vocoder_path: str, device: torch.device) -> Any:
     """Vocos from a local dir (``config.yaml`` + ``pytorch_model.bin``) or the hub; kept in fp32."""
-    from vocos import Vocos
+    from engine.f5 import vocos_class
 
+    Vocos = vocos_class()
     if vocoder_path:
         root = Path(vocoder_path)
         config, weights = _existing(root / "config.yaml", "vocoder config"), _existing(

@@ -110,7 +110,8 @@ def ensure_tiny_model(cache_dir: Path | None = None) -> TinyPaths:
 
 def _write_tiny(dest: Path) -> None:
     from safetensors.torch import save_file
-    from vocos import Vocos
+
+    from engine.f5 import vocos_class
 
     shutil.copyfile(str(files("f5_tts").joinpath("infer/examples/vocab.txt")), dest / "vocab.txt")
     vocab, vocab_size = load_vocab(str(dest / "vocab.txt"))
@@ -126,6 +127,6 @@ def _write_tiny(dest: Path) -> None:
     vocos_dir = dest / "vocos"
     vocos_dir.mkdir()
     (vocos_dir / "config.yaml").write_text(yaml.safe_dump(VOCOS_TINY_CONFIG))
-    vocoder = Vocos.from_hparams(str(vocos_dir / "config.yaml"))
+    vocoder = vocos_class().from_hparams(str(vocos_dir / "config.yaml"))
     randomize_(vocoder, generator)
     torch.save(vocoder.state_dict(), vocos_dir / "pytorch_model.bin")

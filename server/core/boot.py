@@ -8,6 +8,8 @@ event loop that serves requests, which for the RunPod worker is the SDK's, not t
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
 import logging
 import time
 from dataclasses import dataclass
@@ -21,6 +23,7 @@ from engine import Engine, SynthesisItem, warmup_batch_sizes
 from engine.step_model import EngineStepModel
 from engine.voices import DEFAULT_VOICE_ID
 from observability import Metrics
+from observability.startup import CLOCK
 from server.core.settings import Settings
 from server.core.voices import VoiceStore
 
@@ -38,7 +41,7 @@ class Runtime:
 
 async def prepare(settings: Settings, metrics: Metrics) -> Runtime:
     """Load the model, prepare voices and warm up. Raises EngineError (or OSError) on failure."""
-    started = time.perf_counter()
+    started = CLOCK.begin()  # the process's start when an entry point owns it: totals include imports
     log.info("loading model", extra={"model": settings.model, "device": settings.device})
     engine = await asyncio.to_thread(Engine.load, settings.engine_config())
     metrics.startup_seconds.labels("load").set(engine.load_seconds)
@@ -66,5 +69,15 @@ async def prepare(settings: Settings, metrics: Metrics) -> Runtime:
                                  lambda: torch.cuda.memory_reserved(device))
     metrics.build_info.info({"model": settings.model, "device": str(engine.device), "version": VERSION,
                              "dtype": dtype})
-    metrics.startup_seconds.labels("total").set(time.perf_counter() - started)
+    _return_freed_memory()
+    phases = metrics.startup_finished(CLOCK.import_seconds(), engine.load_seconds, engine.warmup_seconds,
+                                      time.perf_counter() - started)
+    log.info("startup", extra={f"{phase}_seconds": round(s, 3) for phase, s in phases.items()})
     return Runtime(engine, batcher, voices)
+
+
+def _return_freed_memory() -> None:
+    """Hand the heap that loading and warm-up freed back to the OS (glibc keeps it per thread arena):
+    ~80 MB of idle RSS on the tiny profile. A no-op where the C library has no ``malloc_trim``."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).malloc_trim(0)
