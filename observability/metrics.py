@@ -21,13 +21,17 @@ from prometheus_client.process_collector import ProcessCollector
 # Dense between 0.25 s and 5 s, where the 1-3 s latency budget is decided.
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 3.5, 4.0, 5.0, 7.5, 10.0,
                    20.0, 60.0)
-TTFA_BUCKETS = (0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
-QUEUE_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+# Every seconds histogram reaches 60 s: under overload a p95 must read its true value, not the top bucket.
+TTFA_BUCKETS = (0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 20.0, 30.0, 60.0)
+QUEUE_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0)
 BATCH_SIZE_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
-BATCH_SECONDS_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
+BATCH_SECONDS_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 20.0, 30.0, 60.0)
 RTF_BUCKETS = (0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 5.0)
 TRANSPORTS = ("ws", "http", "runpod")
 RATIO_BUCKETS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0)
+FAULTS = ("none", "client", "capacity", "server")
+BASE_FAULTS = {"ok": "none", "cancelled": "client"}
+"""Outcomes known before the server's error table is registered (``Metrics.set_outcome_faults``)."""
 
 
 class Metrics:
@@ -46,6 +50,11 @@ class Metrics:
                                      ["phase"], registry=r)
         self.ready = Gauge("tts_ready", "1 when the model is warm and requests are accepted", registry=r)
         self.requests = Counter("tts_requests", "Finished requests", ["transport", "outcome"], registry=r)
+        # A separate counter, not a label on tts_requests_total, so every query on that one keeps working.
+        self.request_faults = Counter("tts_request_faults", "Finished requests by who is at fault: none (ok), client "
+                                      "(the request was wrong, or cancelled), capacity (refused for load or "
+                                      "shutdown), server", ["transport", "fault"], registry=r)
+        self.outcome_faults = dict(BASE_FAULTS)
         self.latency = Histogram("tts_request_latency_seconds", "Request start to last audio sent",
                                  ["transport"], buckets=LATENCY_BUCKETS, registry=r)
         self.ttfa = Histogram("tts_time_to_first_audio_seconds", "Request start to first audio sent",
@@ -85,6 +94,8 @@ class Metrics:
                              self.inflight):
                 labelled.labels(transport)
             self.requests.labels(transport, "ok")
+            for fault in FAULTS:
+                self.request_faults.labels(transport, fault)
         for reason in ("queue_full", "shutting_down"):
             self.rejections.labels(reason)
 
@@ -105,9 +116,16 @@ class Metrics:
 
     # -- request lifecycle ----------------------------------------------------------------------------
 
+    def set_outcome_faults(self, faults: Mapping[str, str]) -> None:
+        """Who is at fault for each outcome (the server's error table), for the ``fault`` label: alerts
+        page on server faults only, never on clients' mistakes."""
+        self.outcome_faults = {**BASE_FAULTS, **faults}
+
     def request_finished(self, transport: str, outcome: str, latency_s: float | None = None,
                          ttfa_s: float | None = None, audio_s: float = 0.0) -> None:
+        # An outcome missing from the table counts as the server's: better a page than a hidden fault.
         self.requests.labels(transport, outcome).inc()
+        self.request_faults.labels(transport, self.outcome_faults.get(outcome, "server")).inc()
         if audio_s > 0:
             self.audio_seconds.labels(transport).inc(audio_s)
         if outcome != "ok" or latency_s is None:

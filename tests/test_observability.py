@@ -157,3 +157,37 @@ async def test_request_id_reaches_the_batch_log_line(live_en: LiveServer, caplog
         await client.synthesize("Trace this request.", id="trace-me", voice="en")
     batches = [r for r in caplog.records if r.getMessage() == "batch"]
     assert any("trace-me" in r.request_ids for r in batches)  # type: ignore[attr-defined]
+
+
+def test_faults_are_classed_and_histograms_reach_a_minute() -> None:
+    from server.core.errors import OUTCOME_FAULT
+
+    registry = CollectorRegistry()
+    metrics = Metrics(registry, process_collectors=False)
+    metrics.set_outcome_faults(OUTCOME_FAULT)
+    for outcome in ("ok", "unknown_voice", "bad_request", "cancelled", "queue_full", "internal", "timeout", "new"):
+        metrics.request_finished("http", outcome)
+
+    def fault(name: str) -> float | None:
+        return registry.get_sample_value("tts_request_faults_total", {"transport": "http", "fault": name})
+
+    assert (fault("none"), fault("client"), fault("capacity"), fault("server")) == (1, 3, 1, 3)  # "new": server
+    for histogram in ("tts_request_latency_seconds", "tts_time_to_first_audio_seconds", "tts_queue_wait_seconds",
+                      "tts_batch_seconds"):
+        bounds = [float(s.labels["le"]) for m in registry.collect() if m.name == histogram for s in m.samples
+                  if s.name.endswith("_bucket") and s.labels["le"] != "+Inf"]
+        assert bounds and max(bounds) >= 60, histogram
+
+
+async def test_every_refusal_is_one_log_line(live: LiveServer, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    async with aiohttp.ClientSession() as session:
+        for path, body in (("/v1/audio/speech", b"{nope"), ("/v1/audio/speech", b'{"model": "x", "input": "Hi"}'),
+                           ("/v1/nowhere", b"")):
+            async with session.post(live.url(path), data=body):
+                pass
+    refused = [r for r in caplog.records if r.getMessage() == "request refused"]
+    assert [(r.route, r.code) for r in refused] == [  # type: ignore[attr-defined]
+        ("/v1/audio/speech", "bad_request"), ("/v1/audio/speech", "bad_request"), ("/v1/nowhere", "not_found")]
+    assert all(r.request_id for r in refused[:2])  # type: ignore[attr-defined]
+    assert live.metric("tts_request_faults_total", transport="http", fault="client") == 2

@@ -20,8 +20,9 @@ from server.core.guard import GuardedSite, bind, fd_budget
 from server.core.service import Service
 from server.core.settings import Settings
 from server.core.state import STATE, AppState
+from server.http.catalog import routes as catalog_routes
 from server.http.health import health_app
-from server.http.middleware import body_deadline, json_errors
+from server.http.middleware import body_deadline, cors, json_errors, quiet_parser_errors
 from server.http.openai import routes as openai_routes
 from server.http.routes import add_routes
 from server.playground import add_playground
@@ -31,13 +32,19 @@ log = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings, registry: CollectorRegistry | None = None) -> web.Application:
-    app = web.Application(middlewares=[json_errors(), auth_middleware(settings.api_key),
-                                       body_deadline(settings.body_timeout_s)],
-                          client_max_size=settings.max_upload_bytes)
+    middlewares = [json_errors(), auth_middleware(settings.api_key), body_deadline(settings.body_timeout_s)]
+    if settings.cors_origins:
+        preflight, cors_headers = cors(settings.cors_origins)
+        middlewares.insert(1, preflight)  # inside json_errors, before auth: preflights carry no key
+    app = web.Application(middlewares=middlewares, client_max_size=settings.max_upload_bytes)
+    if settings.cors_origins:
+        app.on_response_prepare.append(cors_headers)
+    quiet_parser_errors()
     metrics = Metrics(registry, latency_budget_s=settings.latency_budget_s)
     app[STATE] = AppState(settings=settings, metrics=metrics, service=Service(settings, metrics))
     add_routes(app)
     app.router.add_routes(openai_routes)
+    app.router.add_routes(catalog_routes)
     app.router.add_get("/v1/stream", stream_handler)
     add_playground(app)
     app.cleanup_ctx.append(runtime)

@@ -7,12 +7,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 from engine import EngineError, SynthesisItem, SynthesisParams, Voice
 from engine.params import ParameterRangeError
+from engine.ssml import SSMLError
 from observability import Metrics
+from server.core.aliases import VoiceAliases
 from server.core.boot import Runtime
-from server.core.errors import ServiceError, classify
+from server.core.errors import OUTCOME_FAULT, ServiceError, classify
 from server.core.events import Sink
 from server.core.settings import Settings
 from server.core.stream import Stream
@@ -20,6 +23,8 @@ from server.core.textfeed import TextFeed
 from server.core.textfront import TextFront, chunk_speed, is_ssml
 
 log = logging.getLogger(__name__)
+_ROUTES = {"ws": "/v1/stream", "http": "/v1/audio/speech", "runpod": "runpod"}
+"""Where each transport's requests arrive, for refusal log lines whose front end did not say."""
 
 
 @dataclass(frozen=True)
@@ -51,10 +56,14 @@ class Service:
     def __init__(self, settings: Settings, metrics: Metrics) -> None:
         self.settings = settings
         self.metrics = metrics
+        metrics.set_outcome_faults(OUTCOME_FAULT)  # the error table says who is at fault for each outcome
         self._runtime: Runtime | None = None
         self.draining = False
         self.active = 0
         """Streams running now, over all front ends."""
+        self.aliases = VoiceAliases.build(Path(settings.voices_dir) if settings.voices_dir else None,
+                                          settings.voice_aliases)
+        """Other names for voices (OpenAI's voice names), resolved here for every front end."""
 
     @property
     def runtime(self) -> Runtime:
@@ -74,11 +83,13 @@ class Service:
             self.refused(transport, error)
             raise error from None
 
-    def refused(self, transport: str, error: ServiceError) -> None:
-        """Count a request refused before it started (front ends call this for their own refusals)."""
+    def refused(self, transport: str, error: ServiceError, route: str | None = None) -> None:
+        """Count and log (one line) a request refused before it started (front ends call this for their own
+        refusals)."""
         self.metrics.request_finished(transport, error.code)
         log.info("request refused", extra={"request_id": error.request_id, "transport": transport,
-                                           "code": error.code, "reason": str(error)})
+                                           "route": route or _ROUTES.get(transport), "code": error.code,
+                                           "reason": str(error)})
 
     def start(self, stream: Stream) -> asyncio.Task[None]:
         """Run ``stream``; it counts as in flight until its task ends, however it ends."""
@@ -118,8 +129,11 @@ class Service:
             raise ServiceError("bad_request", "lang must be a language code like 'en' or 'zh'", param="lang")
         engine = self.runtime.engine
         front = TextFront(normalize=request.normalize, lang=request.lang)
-        return TextFeed.open(request.text, request.final,
-                             lambda rate: engine.chunk_limit(voice, chunk_speed(params.speed, rate)), front)
+        try:
+            return TextFeed.open(request.text, request.final,
+                                 lambda rate: engine.chunk_limit(voice, chunk_speed(params.speed, rate)), front)
+        except SSMLError as exc:  # the parser's message says what is wrong with the document
+            raise ServiceError("bad_request", str(exc), param="input", detail="invalid_input") from None
 
     def _params(self, request: StreamRequest) -> SynthesisParams:
         try:
@@ -133,7 +147,14 @@ class Service:
     def _voice(self, voice: str | Voice) -> Voice:
         if isinstance(voice, Voice):
             return voice
-        found = self.runtime.voices.get(voice)
+        voices = self.runtime.voices
+        found = voices.get(voice)  # a real voice wins over an alias of the same name
+        target = self.aliases.target(voice) if found is None else None
+        if target is not None:
+            found = voices.get(target)
+            if found is None:
+                raise ServiceError("unknown_voice", f"voice {voice!r} is an alias of {target!r}, which does not "
+                                   "exist; see GET /v1/voices", param="voice", detail="voice_not_found")
         if found is None:
             raise ServiceError("unknown_voice", f"no voice {voice!r}; see GET /v1/voices", param="voice",
                                detail="voice_not_found")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import time
+import logging
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -23,11 +23,12 @@ from server.core.events import AudioChunk, ChunkMarks, EventQueue, StreamEnd
 from server.core.service import StreamRequest
 from server.core.state import STATE, AppState
 from server.core.stream import Stream
+from server.http.catalog import model_ids, resolve_model
 from server.http.encoders import CONTENT_TYPES, make_encoder
-from server.http.errors import error_response, service_error_response
+from server.http.errors import service_error_response
 
+log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
-MODEL_ALIASES = ("tts-1", "tts-1-hd", "gpt-4o-mini-tts")
 FIELDS = {"model", "input", "voice", "response_format", "speed", "stream_format", "instructions", "seed",
           "nfe_steps", "normalize", "lang", "marks"}
 
@@ -37,10 +38,8 @@ class SpeechRequest:
     stream: StreamRequest
     response_format: str
     stream_format: str
-
-
-def model_ids(state: AppState) -> list[str]:
-    return [state.settings.model, *MODEL_ALIASES]
+    ignored: tuple[str, ...] = ()
+    """Unknown request fields that were ignored (named in the ``X-Ignored-Params`` header)."""
 
 
 def _bad(detail: str, message: str, param: str | None = None) -> ServiceError:
@@ -67,11 +66,9 @@ def parse_speech(body: Any, state: AppState) -> SpeechRequest:
     """OpenAI's request shape → a StreamRequest. Range checks are the service's (one table for all)."""
     if not isinstance(body, dict):
         raise _bad("invalid_request", "the body must be a JSON object")
-    unknown = set(body) - FIELDS
-    if unknown:
-        raise _bad("unknown_parameter", f"unknown parameter(s): {', '.join(sorted(unknown))}", sorted(unknown)[0])
+    ignored = _unknown_fields(body, state)
     model = _field(body, "model", (str,), None)
-    if model is None or model not in model_ids(state):
+    if model is None or resolve_model(model, state) is None:
         raise _bad("model_not_found", f"model must be one of {', '.join(model_ids(state))}", "model")
     text = _field(body, "input", (str,), None)
     if text is None or not text.strip():
@@ -88,35 +85,51 @@ def parse_speech(body: Any, state: AppState) -> SpeechRequest:
         raise _bad("invalid_stream_format", "stream_format must be 'audio' or 'sse'", "stream_format")
     _field(body, "instructions", (str,), None)  # accepted for compatibility; F5-TTS takes its style from the voice
     request = StreamRequest(
-        id=f"http-{uuid.uuid4().hex[:12]}", text=text, voice=_field(body, "voice", (str,), "default"),
+        id=f"http-{uuid.uuid4().hex[:12]}", text=text, voice=_voice(body),
         speed=float(_field(body, "speed", (int, float), 1.0)), seed=_field(body, "seed", (int,), None),
         nfe_steps=_field(body, "nfe_steps", (int,), None), normalize=_flag(body, "normalize", True),
         lang=_field(body, "lang", (str,), "auto"),
         marks=_flag(body, "marks", False) and stream_format == "sse")  # marks travel only as SSE events
-    return SpeechRequest(request, fmt, stream_format)
+    if ignored:
+        log.debug("ignored unknown parameters", extra={"request_id": request.id, "params": list(ignored)})
+    return SpeechRequest(request, fmt, stream_format, ignored)
 
 
-@routes.get("/v1/models")
-async def list_models(request: web.Request) -> web.Response:
-    state = request.app[STATE]
-    created = int(time.time())
-    return web.json_response({"object": "list", "data": [
-        {"id": mid, "object": "model", "created": created, "owned_by": "f5tts-server"} for mid in model_ids(state)]})
+def _unknown_fields(body: dict[str, Any], state: AppState) -> tuple[str, ...]:
+    """Fields we do not know. Ignored by default, because clients add their own (Home Assistant's
+    ``extra_payload``, e.g. ``lang_code``); ``--strict-params`` refuses them so typos do not pass silently."""
+    unknown = tuple(sorted(set(body) - FIELDS))
+    if unknown and state.settings.strict_params:
+        raise _bad("unknown_parameter", f"unknown parameter(s): {', '.join(unknown)}", unknown[0])
+    return unknown
+
+
+def _voice(body: dict[str, Any]) -> str:
+    """A voice id or alias, as a string or as OpenAI's custom-voice object ``{"id": ...}``."""
+    voice = body.get("voice", "default")
+    if isinstance(voice, dict) and set(voice) == {"id"}:
+        voice = voice["id"]
+    if not isinstance(voice, str):
+        raise _bad("invalid_type", "'voice' must be a voice id or {\"id\": voice id}", "voice")
+    return voice
+
+
+def _header_list(names: tuple[str, ...], most: int = 20) -> str:
+    """Field names as a header value: escaped (a client's names may hold newlines or NULs) and bounded."""
+    escaped = [name.encode("unicode_escape").decode("ascii")[:64] for name in names[:most]]
+    return ", ".join(escaped) + (", ..." if len(names) > most else "")
 
 
 @routes.post("/v1/audio/speech")
 async def speech(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
     try:
-        body = orjson.loads(await request.read())
-    except orjson.JSONDecodeError:
-        return error_response(400, "invalid_json", "the body is not valid JSON")
-    events = EventQueue()
-    try:
-        parsed = parse_speech(body, state)
-    except ServiceError as error:
-        state.service.refused("http", error)
+        parsed = parse_speech(orjson.loads(await request.read()), state)
+    except (orjson.JSONDecodeError, ServiceError) as exc:
+        error = exc if isinstance(exc, ServiceError) else _bad("invalid_json", "the body is not valid JSON")
+        state.service.refused("http", error.for_request(f"http-{uuid.uuid4().hex[:12]}"), route=request.path)
         return service_error_response(error)
+    events = EventQueue()
     try:
         stream = state.service.open(parsed.stream, "http", events)
     except ServiceError as error:  # counted by the service
@@ -134,7 +147,8 @@ async def _respond(request: web.Request, state: AppState, parsed: SpeechRequest,
         sse = parsed.stream_format == "sse"
         response = web.StreamResponse(headers={
             "Content-Type": "text/event-stream" if sse else CONTENT_TYPES[parsed.response_format],
-            "Cache-Control": "no-cache", "X-Seed": str(stream.params.seed)})
+            "Cache-Control": "no-cache", "X-Seed": str(stream.params.seed),
+            **({"X-Ignored-Params": _header_list(parsed.ignored)} if parsed.ignored else {})})
         response.enable_chunked_encoding()
         await response.prepare(request)
         await _stream_body(response, parsed, stream, events, first)

@@ -29,8 +29,11 @@ async def readyz(request: web.Request) -> web.Response:
 
 @routes.get("/v1/voices")
 async def list_voices(request: web.Request) -> web.Response:
-    voices = request.app[STATE].runtime.voices
-    return web.json_response({"voices": [describe(v, builtin=v.id == "default") for v in voices.all()]})
+    state = request.app[STATE]
+    voices = state.runtime.voices
+    # name: OpenAI-style clients (Open WebUI) show it; aliases: the other names that reach these voices
+    listed = [{**describe(v, builtin=v.id == "default"), "name": v.id} for v in voices.all()]
+    return web.json_response({"voices": listed, "aliases": state.service.aliases.listing()})
 
 
 @routes.get("/v1/voices/{voice_id}")
@@ -39,7 +42,7 @@ async def get_voice(request: web.Request) -> web.Response:
     voice = voices.get(request.match_info["voice_id"])
     if voice is None:
         return error_response(404, "unknown_voice", f"no voice {request.match_info['voice_id']!r}")
-    return web.json_response(describe(voice, builtin=voice.id == "default"))
+    return web.json_response({**describe(voice, builtin=voice.id == "default"), "name": voice.id})
 
 
 @routes.delete("/v1/voices/{voice_id}")
