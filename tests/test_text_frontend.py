@@ -173,9 +173,12 @@ async def test_sse_carries_marks(live_en: LiveServer) -> None:
     assert events[0]["type"] == "speech.marks" and events[-1]["type"] == "speech.audio.done"
     assert_tiled(marks, len(audio) // 2, len(marks))
     assert "five kilometers" in marks[0]["spoken"] or "five kilometres" in marks[0]["spoken"]
-    body.update(stream_format="audio", normalize="yes")
-    async with aiohttp.ClientSession() as session, session.post(live_en.url("/v1/audio/speech"), json=body) as r:
-        assert r.status == 400 and (await r.json())["error"]["param"] == "normalize"
+    async with aiohttp.ClientSession() as session:
+        async with session.post(live_en.url("/v1/audio/speech"), json={**body, "normalize": "yes"}) as r:
+            assert r.status == 400 and (await r.json())["error"]["param"] == "normalize"
+        async with session.post(live_en.url("/v1/audio/speech"), json={**body, "input": "<speak>Hi <x></speak>"}) as r:
+            error = (await r.json())["error"]
+            assert r.status == 400 and error["code"] == "invalid_input" and "well-formed" in error["message"]
 
 
 def test_breaks_of_one_stream_are_capped() -> None:

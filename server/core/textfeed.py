@@ -6,9 +6,10 @@ cut when the synthesiser asks for the next one, from everything complete by then
 source gets few long chunks and a slow one gets audio after its first sentence.
 
 ``next`` hands out chunks of text as given; ``next_piece`` what the stream voices: each chunk turned
-into speech by the request's ``TextFront`` as it is cut (normalised, pause markers as silence). A
-complete request is cut and turned into pieces at once (``open``), so a bad SSML document or text with
-nothing to say is refused before any audio; an SSML document is always complete.
+into speech by the request's ``TextFront`` as it is cut (normalised, pause markers as silence), also
+for a complete text: normalising 5 000 characters up front would delay the first chunk by tens of ms.
+An SSML document is always complete and parsed at once (``open``), so a bad one is refused before any
+audio.
 """
 
 from __future__ import annotations
@@ -47,8 +48,8 @@ class TextFeed:
 
     @classmethod
     def open(cls, text: str, final: bool, limit: ChunkLimit, front: TextFront) -> TextFeed:
-        """The feed of a request: SSML parsed now (``SSMLError`` on a bad document); a complete text cut
-        into pieces now; an incremental one fed with its first text."""
+        """The feed of a request: SSML parsed now (``SSMLError`` on a bad document); plain text fed (and
+        ended, when complete), to be cut and normalised chunk by chunk."""
         feed = cls(limit(1.0), front=front, limit=limit)
         if final and is_ssml(text):
             feed._pieces.extend(front.document(text, limit))
@@ -58,14 +59,15 @@ class TextFeed:
             feed.append(text)
         if final:
             feed.end()
-            while (chunk := feed._cut()) is not None:
-                feed._pieces.extend(front.plain(chunk, limit))
         return feed
 
     @property
     def spoken(self) -> str:
-        """The text of the pieces already made (a complete request's whole speech), for validation."""
-        return " ".join(p.spoken for p in self._pieces if isinstance(p, Chunk))
+        """What a complete request says, to refuse one with nothing to say before it starts: an SSML
+        document's speech, or plain text as given (its pieces are made later)."""
+        if self._pieces:
+            return " ".join(p.spoken for p in self._pieces if isinstance(p, Chunk))
+        return self._ready
 
     @property
     def has_silence(self) -> bool:
