@@ -113,7 +113,7 @@ def slowest_imports(log_text: str, top: int) -> list[dict[str, Any]]:
     rows: list[tuple[float, str, int]] = []
     for line in log_text.splitlines():
         match = re.match(r"import time:\s+(\d+) \|\s+(\d+) \|( *)(\S+)", line)
-        if match and len(match.group(3)) <= 3:  # packages imported by our modules or the entry point
+        if match and len(match.group(3)) <= 9:  # four levels: our modules and the packages they import
             rows.append((int(match.group(2)) / 1e6, match.group(4), len(match.group(3)) // 2))
     rows.sort(reverse=True)
     return [{"module": m, "cumulative_s": s, "depth": d} for s, m, d in rows[:top]]

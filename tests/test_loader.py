@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from engine import Engine, EngineConfig, ModelLoadError, SynthesisItem, Voice
-from engine.loader import load_vocab, load_vocos
+from engine.loader import load_vocab, load_vocos, read_state_dict, uninitialised_parameters
 from engine.models import model_spec
 from engine.tiny import ensure_tiny_model
 
@@ -58,6 +58,43 @@ def test_checkpoint_round_trip(fmt: str, tmp_path: Path, tiny_config: EngineConf
         save_file(plain, str(path))
     config = EngineConfig(model="tiny", device="cpu", tiny_cache_dir=tiny_cache, ckpt_file=str(path))
     assert np.array_equal(synth_with(config, voice_en), reference)
+
+
+def test_only_the_ema_weights_are_read(tmp_path: Path, tiny_cache: Path, voice_en: Voice,
+                                       reference: np.ndarray) -> None:
+    """A training-style file holds the online weights beside the EMA ones; the EMA set alone is read."""
+    ema = ema_state(tiny_cache)
+    online = {k.removeprefix("ema_model."): torch.zeros(3) for k in ema if k.startswith("ema_model.")}
+    path = tmp_path / "training.safetensors"
+    save_file({**ema, **online}, str(path))
+    assert set(read_state_dict(path)) == {k.removeprefix("ema_model.") for k in online}
+    config = EngineConfig(model="tiny", device="cpu", tiny_cache_dir=tiny_cache, ckpt_file=str(path))
+    assert np.array_equal(synth_with(config, voice_en), reference)
+
+
+def test_weights_arrive_in_the_target_dtype_in_memory_of_their_own(tiny_cache: Path) -> None:
+    state = read_state_dict(ensure_tiny_model(tiny_cache).ckpt, torch.device("cpu"), torch.bfloat16)
+    assert {v.dtype for v in state.values() if v.is_floating_point()} == {torch.bfloat16}
+    fp32 = read_state_dict(ensure_tiny_model(tiny_cache).ckpt)
+    # Copied out of the file's memory map into allocator memory (64-byte aligned, as CPU kernels expect).
+    assert all(v.data_ptr() % 64 == 0 for v in fp32.values())
+    engine = Engine.load(EngineConfig(model="tiny", device="cpu", dtype="bfloat16", tiny_cache_dir=tiny_cache))
+    tensors = [*engine.cfm.parameters(), *engine.cfm.buffers()]
+    assert not any(t.is_meta for t in tensors)
+    assert {t.dtype for t in engine.cfm.parameters()} == {torch.bfloat16}
+    assert {t.dtype for t in engine.vocoder.parameters()} == {torch.float32}
+
+
+def test_uninitialised_parameters_leaves_init_as_it_found_it() -> None:
+    original = torch.nn.init.kaiming_uniform_
+    with pytest.raises(RuntimeError), uninitialised_parameters():
+        assert torch.nn.init.kaiming_uniform_ is not original
+        raise RuntimeError("build failed")
+    assert torch.nn.init.kaiming_uniform_ is original
+    torch.manual_seed(0)
+    a = torch.nn.Linear(4, 4).weight
+    torch.manual_seed(0)
+    assert torch.equal(torch.nn.Linear(4, 4).weight, a)  # initialisation works again afterwards
 
 
 def test_truncated_checkpoint_is_a_clear_error(tmp_path: Path, tiny_cache: Path) -> None:
