@@ -1,4 +1,4 @@
-"""HTTP routes: health, readiness, metrics, voices."""
+"""HTTP routes: metrics and voices (health and readiness: server/http/health.py)."""
 
 from __future__ import annotations
 
@@ -9,22 +9,9 @@ from prometheus_client.aiohttp import make_aiohttp_handler
 from server.core.state import STATE
 from server.core.voices import VoiceError, VoiceLimits, describe
 from server.http.errors import error_response
+from server.http.health import routes as health_routes
 
 routes = web.RouteTableDef()
-
-
-@routes.get("/healthz")
-async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
-
-
-@routes.get("/readyz")
-async def readyz(request: web.Request) -> web.Response:
-    state = request.app[STATE]
-    if state.ready and not state.draining:
-        return web.json_response({"status": "ready"})
-    reason = "shutting_down" if state.draining else "starting"
-    return web.json_response({"status": reason}, status=503)
 
 
 @routes.get("/v1/voices")
@@ -112,4 +99,5 @@ async def _read_part(part: BodyPartReader, name: str, limit: int) -> bytes:
 
 def add_routes(app: web.Application) -> None:
     app.router.add_routes(routes)
+    app.router.add_routes(health_routes)
     app.router.add_get("/metrics", make_aiohttp_handler(app[STATE].metrics.registry))
