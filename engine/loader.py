@@ -106,12 +106,13 @@ def _model_keys(keys: list[str]) -> list[str]:
     return ema or [k for k in keys if k not in _EMA_BOOKKEEPING]
 
 
-def _torch_load(path: Path, device: torch.device | str) -> Any:
-    """``torch.load`` memory-mapped where the file allows it: only the tensors we keep are read."""
+def _torch_load(path: Path) -> Any:
+    """``torch.load`` memory-mapped where the file allows it: only the tensors we keep are read (by
+    ``_placed``, straight into their device and dtype)."""
     try:
-        return torch.load(str(path), map_location=device, weights_only=True, mmap=True)
+        return torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
     except RuntimeError:  # legacy (non-zip) files cannot be mapped
-        return torch.load(str(path), map_location=device, weights_only=True)
+        return torch.load(str(path), map_location="cpu", weights_only=True)
 
 
 def _read_raw(path: Path, device: torch.device, dtype: torch.dtype | None) -> dict[str, torch.Tensor]:
@@ -119,9 +120,11 @@ def _read_raw(path: Path, device: torch.device, dtype: torch.dtype | None) -> di
         from safetensors import safe_open
 
         # One tensor at a time, straight onto the device: never the whole file, never a CPU copy.
-        with safe_open(str(path), framework="pt", device=str(device)) as f:
+        index = torch.cuda.current_device() if device.type == "cuda" and device.index is None else device.index
+        name = device.type if index is None else f"{device.type}:{index}"  # safetensors wants "cuda:N"
+        with safe_open(str(path), framework="pt", device=name) as f:
             return {k: _placed(f.get_tensor(k), device, dtype) for k in _model_keys(list(f.keys()))}
-    raw = _torch_load(path, "cpu")
+    raw = _torch_load(path)
     for key in ("ema_model_state_dict", "model_state_dict"):
         if isinstance(raw.get(key), dict):
             raw = raw[key]
@@ -233,7 +236,7 @@ def load_vocos(vocoder_path: str, device: torch.device) -> Any:
     try:
         with uninitialised_parameters():
             vocoder = Vocos.from_hparams(str(config))
-        state = {k: _placed(v, device, torch.float32) for k, v in _torch_load(weights, device).items()}
+        state = {k: _placed(v, device, torch.float32) for k, v in _torch_load(weights).items()}
     except Exception as exc:
         raise ModelLoadError(f"cannot load vocoder from {config.parent}: {type(exc).__name__}: {exc}") from exc
     load_weights(vocoder, state, weights, "vocoder weights")
