@@ -21,9 +21,8 @@ import asyncio
 import contextlib
 import itertools
 import logging
-import math
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Generic, TypeVar
 
@@ -33,18 +32,20 @@ from batching.errors import BatcherClosedError, BatcherError, QueueFullError, Qu
 from batching.protocol import BatchModel, BatchObserver, NullObserver
 from batching.queue import PendingQueue, Selection, Ticket
 from batching.scheduler import Scheduler
+from batching.splitting import Outcome, run_split
 
 log = logging.getLogger(__name__)
 
 ItemT = TypeVar("ItemT")
 OutT = TypeVar("OutT")
 R = TypeVar("R")
-Outcome = tuple[bool, Any]  # (ok, output or exception)
 
 
 class MicroBatcher(Generic[ItemT, OutT]):
     def __init__(self, model: BatchModel[ItemT, OutT], config: BatcherConfig | None = None,
-                 observer: BatchObserver | None = None) -> None:
+                 observer: BatchObserver | None = None, executor: ThreadPoolExecutor | None = None) -> None:
+        """``executor``: a one-thread pool to share with other batchers on the same model (benchmarks
+        comparing policies: one model thread keeps one warm kernel cache); default: this batcher's own."""
         self.model = model
         self.config = config or BatcherConfig()
         self.observer: BatchObserver = observer or NullObserver()
@@ -52,10 +53,10 @@ class MicroBatcher(Generic[ItemT, OutT]):
         self._running: list[Ticket[ItemT]] = []
         self._seq = itertools.count()
         self._wakeup = asyncio.Event()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tts-batch")
+        self._owns_executor = executor is None
+        self._executor = executor or ThreadPoolExecutor(max_workers=1, thread_name_prefix="tts-batch")
         self._task: asyncio.Task[None] | None = None
         self._closed = False
-        self._batch_seconds = 0.5  # running estimate, for retry hints
         self.scheduler = Scheduler(self.config, self.observer)
         self.costs = self.scheduler.costs
         self.batches_run = 0
@@ -78,7 +79,8 @@ class MicroBatcher(Generic[ItemT, OutT]):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
         self._fail_all(BatcherClosedError("the server is shutting down"))
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        if self._owns_executor:
+            self._executor.shutdown(wait=False, cancel_futures=True)
 
     @property
     def closed(self) -> bool:
@@ -116,11 +118,11 @@ class MicroBatcher(Generic[ItemT, OutT]):
             self.observer.rejected("shutting_down")
             raise BatcherClosedError("the server is shutting down")
         cost, key = int(self.model.cost(item)), self.model.batch_key(item)
-        self._check_capacity(cost)
         loop = asyncio.get_running_loop()
-        if first and self.config.admission:
-            self.scheduler.admit(self._queue, cost, key, loop.time())
         now = loop.time()
+        self._check_capacity(cost, key, now)
+        if first and self.config.admission:
+            self.scheduler.admit(self._queue, cost, key, now)
         ticket: Ticket[ItemT] = Ticket(
             item=item, cost=cost, key=key, first=first, seq=next(self._seq),
             enqueued_at=now, deadline=now + (timeout_s or self.config.queue_timeout_s),
@@ -140,7 +142,7 @@ class MicroBatcher(Generic[ItemT, OutT]):
         result: OutT = await ticket.future
         return result
 
-    def _check_capacity(self, cost: int) -> None:
+    def _check_capacity(self, cost: int, key: Hashable, now: float) -> None:
         config = self.config
         if len(self._queue) >= config.max_queue:
             reason = f"queue is full ({config.max_queue} items)"
@@ -149,8 +151,8 @@ class MicroBatcher(Generic[ItemT, OutT]):
         else:
             return
         self.observer.rejected("queue_full")
-        batches_ahead = math.ceil((len(self._queue) + 1) / config.max_batch_size)
-        raise QueueFullError(reason, retry_after_ms=max(50, int(1000 * self._batch_seconds * batches_ahead)))
+        backlog = self.scheduler.backlog(self._queue, cost, key, now)  # until the queue has drained
+        raise QueueFullError(reason, retry_after_ms=max(50, int(1000 * backlog)))
 
     # -- admission ------------------------------------------------------------------------------------
 
@@ -250,7 +252,6 @@ class MicroBatcher(Generic[ItemT, OutT]):
         self._record(live, outcomes, seconds)
 
     def _record(self, live: list[Ticket[ItemT]], outcomes: list[Outcome], seconds: float) -> None:
-        self._batch_seconds = 0.8 * self._batch_seconds + 0.2 * seconds
         self.batches_run += 1
         costs = [t.cost for t in live]
         # Retried halves or skipped items would teach the cost model a batch that never ran.
@@ -264,29 +265,8 @@ class MicroBatcher(Generic[ItemT, OutT]):
         })
 
     def _compute(self, tickets: Sequence[Ticket[ItemT]]) -> list[Outcome]:
-        """Worker thread: one outcome per ticket, in order. Tickets cancelled since selection are skipped
-        (their outcome is never delivered)."""
-        live = [t for t in tickets if not t.future.done()]
-        results = dict(zip(map(id, live), self._attempt(live), strict=True))
-        skipped: Outcome = (False, BatcherError("cancelled before it ran"))
-        return [results.get(id(t), skipped) for t in tickets]
-
-    def _attempt(self, tickets: Sequence[Ticket[ItemT]]) -> list[Outcome]:
-        """On failure, split and retry halves: a poison item fails alone after at most 2n-1 model calls,
-        and a batch too big for memory still completes in smaller pieces."""
-        if not tickets:
-            return []
-        try:
-            outputs = self.model.synthesize([t.item for t in tickets])
-            if len(outputs) != len(tickets):
-                raise BatcherError(f"model returned {len(outputs)} outputs for {len(tickets)} items")
-            return [(True, out) for out in outputs]
-        except Exception as exc:
-            if len(tickets) == 1:
-                return [(False, exc)]
-            log.warning("batch of %d failed (%s); retrying halves", len(tickets), exc)
-            mid = len(tickets) // 2
-            return self._attempt(tickets[:mid]) + self._attempt(tickets[mid:])
+        """Worker thread: one outcome per ticket, in order (see ``batching.splitting``)."""
+        return run_split(self.model, tickets)
 
     # -- settling -------------------------------------------------------------------------------------
 

@@ -80,13 +80,13 @@ class Scheduler:
 
     def predict_first_audio(self, queue: PendingQueue[Any], cost: int, key: Hashable, now: float) -> float:
         """The running batch's rest, the queue drained as the policy batches it, then the item itself."""
-        return self._backlog(queue, cost, key, now) + self.costs.predict(key, 1, cost)
+        return self.backlog(queue, cost, key, now) + self.costs.predict(key, 1, cost)
 
     def admit(self, queue: PendingQueue[Any], cost: int, key: Hashable, now: float) -> float:
         """Refuse (``QueueFullError``) when the first audio would miss the budget because of the work
         ahead of it; an item too slow for the budget on an idle model is still served, since refusing
         it cannot make it sooner. The retry hint is when the backlog will have drained enough."""
-        backlog = self._backlog(queue, cost, key, now)
+        backlog = self.backlog(queue, cost, key, now)
         predicted = backlog + self.costs.predict(key, 1, cost)
         over = min(predicted - self.config.admission_ttfa_s, backlog)
         if over > 0:
@@ -96,7 +96,8 @@ class Scheduler:
                                  retry_after_ms=max(50, int(1000 * over)))
         return predicted
 
-    def _backlog(self, queue: PendingQueue[Any], cost: int, key: Hashable, now: float) -> float:
+    def backlog(self, queue: PendingQueue[Any], cost: int, key: Hashable, now: float) -> float:
+        """Predicted seconds until the model is free of everything running and queued now."""
         predict = self.predictor(key)
         running = max(0.0, self._running_until - now) if self._running_until is not None else 0.0
         queued = len(queue)

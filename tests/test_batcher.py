@@ -306,17 +306,18 @@ async def test_long_item_among_short_ones_is_served_within_its_ageing_bound(make
 async def test_loop_error_is_survived(make) -> None:
     model = FakeModel()
     batcher = await make(model)
-    original = batcher._queue.select
+    original = batcher.scheduler.select
     calls = {"n": 0}
 
     def flaky(*args: object) -> object:
         calls["n"] += 1
         if calls["n"] == 1:
             raise RuntimeError("selection bug")
-        return original(*args)
+        return original(*args)  # type: ignore[arg-type]
 
-    batcher._queue.select = flaky  # type: ignore[method-assign]
+    batcher.scheduler.select = flaky  # type: ignore[method-assign]
     assert await asyncio.wait_for(batcher.run(FakeItem(1)), 2) == ("out", 1)
+    assert calls["n"] >= 2  # the bug really happened, and the loop went on
 
 
 async def test_dead_batching_task_leaves_no_hangs(make) -> None:

@@ -1,0 +1,324 @@
+#!/usr/bin/env python3
+"""Batch policies side by side under open (Poisson) and closed load, in process on the real engine.
+
+    OMP_NUM_THREADS=1 python scripts/bench_scheduler.py --model tiny --nfe-steps 8 --out out/bench_scheduler
+
+For each voice (the default 5.3 s one and a 1 s one), every policy gets its own batcher on one shared model
+thread, seeded with the same timed warm-up passes: ``fill`` (the old policy: fill every batch, bounded
+queue only) and ``latency`` (cost-model batch sizes, admission control at ``--budget``). Each request is a
+stream as the server runs it: text from the load test's mix, chunked, the first chunk submitted as
+``first``, each next chunk once the previous one started. Then:
+
+1. warm-up: the engine's timed warm-up passes seed every policy's cost model alike;
+2. closed loop: ``--clients`` clients back to back, per policy (a refused request is retried after its hint);
+3. unloaded, just before the open loops: every text alone, twice; capacity = 1 / mean service time;
+4. open loop: Poisson arrivals at ``--loads`` × capacity, the same arrival sequence for every policy,
+   policies alternated in order from load to load (machine drift hits both alike), arrivals for
+   ``--phase-s`` seconds (at most ``--max-requests``); plus a perfect FIFO of single requests simulated
+   with the measured service times (the reference the issue sets).
+
+Reports TTFA and latency p50/p95, requests/s, refusals; writes ``<out>.json`` and ``<out>.png`` (TTFA p95
+against load). Timings on a shared machine are noisy: repeat runs and quote ranges.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from batching import BatcherConfig, MicroBatcher, QueueFullError, Ticket
+from engine import Engine, EngineConfig, SynthesisItem, Voice, warmup_batch_sizes
+from engine.text import chunk_text
+from scripts.bench_engine import full_vocos, random_weights_checkpoint, reference_voice
+from scripts.loadtest import TEXT_MIX, percentile
+
+Batcher = MicroBatcher[SynthesisItem, np.ndarray]
+
+
+@dataclass
+class Sample:
+    arrival: float
+    ok: bool
+    ttfa_s: float = 0.0
+    latency_s: float = 0.0
+    retry_after_s: float | None = None
+    """Set when the first chunk was refused (queue_full): the server's retry hint."""
+
+
+@dataclass
+class Workload:
+    voice: Voice
+    texts: list[list[str]]
+    """Each text of the mix, chunked for this voice."""
+    weights: list[int]
+    nfe: int
+
+    def pick(self, rng: random.Random) -> int:
+        return rng.choices(range(len(self.texts)), weights=self.weights)[0]
+
+    def items(self, index: int, seed: int) -> list[SynthesisItem]:
+        chunks = self.texts[index]
+        return [SynthesisItem(c, self.voice, nfe_steps=self.nfe, seed=seed + n) for n, c in enumerate(chunks)]
+
+
+async def stream(batcher: Batcher, items: list[SynthesisItem], arrival: float) -> Sample:
+    """One request as ``server.core.stream.Stream`` runs it: a refused first chunk fails the request; a
+    later chunk waits for its predecessor to start, and for room when the queue is full."""
+    tickets: list[Ticket[SynthesisItem]] = []
+    first_done: list[float] = []
+    try:
+        for n, item in enumerate(items):
+            if tickets:
+                await tickets[-1].started.wait()
+            while True:
+                try:
+                    tickets.append(batcher.submit(item, first=n == 0))
+                    break
+                except QueueFullError as exc:
+                    if n == 0:
+                        return Sample(arrival, False, retry_after_s=exc.retry_after_ms / 1000)
+                    await asyncio.sleep(exc.retry_after_ms / 1000)
+            if n == 0:
+                tickets[0].future.add_done_callback(lambda _f: first_done.append(time.perf_counter()))
+        await asyncio.gather(*(t.future for t in tickets))
+    except Exception:  # a timeout or any failure is a failed request, like on the server
+        return Sample(arrival, False)
+    return Sample(arrival, True, first_done[0] - arrival, time.perf_counter() - arrival)
+
+
+async def open_loop(batcher: Batcher, work: Workload, rate: float, args: argparse.Namespace,
+                    seed: int) -> list[Sample]:
+    rng = random.Random(seed)
+    plan = [(rng.expovariate(rate), work.pick(rng)) for _ in range(args.max_requests)]
+    started, tasks = time.perf_counter(), []
+    for n, (gap, index) in enumerate(plan):
+        await asyncio.sleep(gap)
+        if time.perf_counter() - started > args.phase_s:
+            break
+        tasks.append(asyncio.create_task(stream(batcher, work.items(index, 1000 * n), time.perf_counter())))
+    return list(await asyncio.gather(*tasks))
+
+
+async def closed_loop(batcher: Batcher, work: Workload,
+                      args: argparse.Namespace) -> tuple[list[Sample], float, int]:
+    """``--clients`` clients back to back; a refused request is retried after the hint, and its latency
+    counts from its first attempt."""
+    rng = random.Random(args.seed)
+    samples: list[Sample] = []
+    refusals: list[float] = []
+
+    async def client(c: int) -> None:
+        for r in range(args.closed_requests):
+            items, arrival = work.items(work.pick(rng), 100 * c + r), time.perf_counter()
+            while (sample := await stream(batcher, items, arrival)).retry_after_s is not None:
+                refusals.append(sample.retry_after_s)  # a real client retries when told to
+                await asyncio.sleep(sample.retry_after_s)
+            samples.append(sample)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(client(c) for c in range(args.clients)))
+    return samples, time.perf_counter() - started, len(refusals)
+
+
+async def unloaded(batcher: Batcher, work: Workload) -> list[tuple[float, float]]:
+    """(first chunk seconds, whole request seconds) of every text alone."""
+    times = []
+    for index in range(len(work.texts)):
+        chunks = [0.0] * len(work.texts[index])
+        for _ in range(2):  # two passes: one slow moment of a shared machine weighs half
+            for n, item in enumerate(work.items(index, 7)):
+                started = time.perf_counter()
+                await batcher.call_in_worker(batcher.model.synthesize, [item])
+                chunks[n] += (time.perf_counter() - started) / 2
+        times.append((chunks[0], sum(chunks)))
+    return times
+
+
+def fifo_singles(work: Workload, solo: list[tuple[float, float]], rate: float, args: argparse.Namespace,
+                 seed: int) -> list[Sample]:
+    """A perfect FIFO of whole requests, one at a time, at the measured service times: same arrivals."""
+    rng = random.Random(seed)
+    now, free, samples = 0.0, 0.0, []
+    for _ in range(args.max_requests):
+        now += rng.expovariate(rate)
+        if now > args.phase_s:
+            break
+        first, whole = solo[work.pick(rng)]
+        start = max(now, free)
+        free = start + whole
+        samples.append(Sample(now, True, start + first - now, free - now))
+    return samples
+
+
+def summary(samples: list[Sample], wall: float | None = None) -> dict[str, Any]:
+    ok = [s for s in samples if s.ok]
+    ttfa, lat = [s.ttfa_s for s in ok], [s.latency_s for s in ok]
+    span = wall if wall is not None else (max((s.arrival + s.latency_s for s in ok), default=0.0)
+                                          - min((s.arrival for s in samples), default=0.0))
+    return {"requests": len(samples), "ok": len(ok), "refused": len(samples) - len(ok),
+            "ttfa_p50_s": percentile(ttfa, 50), "ttfa_p95_s": percentile(ttfa, 95),
+            "latency_p50_s": percentile(lat, 50), "latency_p95_s": percentile(lat, 95),
+            "requests_per_s": round(len(ok) / span, 3) if span > 0 else None}
+
+
+class SizeLog:
+    """Observer that keeps the batch sizes of the current phase."""
+
+    def __init__(self) -> None:
+        self.sizes: list[int] = []
+
+    def queue_depth(self, items: int, frames: int) -> None:
+        pass
+
+    def queue_wait(self, seconds: float) -> None:
+        pass
+
+    def batch_done(self, size: int, seconds: float, padded_frames: int, real_frames: int) -> None:
+        self.sizes.append(size)
+
+    def rejected(self, reason: str) -> None:
+        pass
+
+    def take(self) -> dict[str, Any]:
+        sizes, self.sizes = self.sizes, []
+        return {"batches": len(sizes), "mean_batch_size": round(float(np.mean(sizes)), 2) if sizes else None}
+
+
+def policies(args: argparse.Namespace) -> dict[str, BatcherConfig]:
+    common = {"max_batch_size": args.max_batch_size, "max_queue": 1024, "queue_timeout_s": 120.0}
+    return {"fill": BatcherConfig(policy="fill", **common),
+            "latency": BatcherConfig(policy="latency", admission=not args.no_admission, admission_ttfa_s=args.budget,
+                                     **common)}
+
+
+async def bench_voice(engine: Engine, voice: Voice, args: argparse.Namespace,
+                      thread: ThreadPoolExecutor) -> dict[str, Any]:
+    limit = engine.chunk_limit(voice)
+    work = Workload(voice, [chunk_text(t, limit) for _, t in TEXT_MIX], [w for w, _ in TEXT_MIX], args.nfe_steps)
+    logs = {name: SizeLog() for name in policies(args)}
+    batchers = {name: MicroBatcher(engine, config, logs[name], executor=thread)
+                for name, config in policies(args).items()}
+    sizes = warmup_batch_sizes(args.max_batch_size)
+    timings = await asyncio.get_running_loop().run_in_executor(thread, engine.warmup, sizes, 2, voice, args.nfe_steps)
+    for batcher in batchers.values():
+        batcher.seed_costs(timings)
+        await batcher.start()
+    report: dict[str, Any] = {"voice_s": round(voice.seconds, 2), "warmup": [list(t) for t in timings], "closed": {}}
+    for name, batcher in batchers.items():
+        samples, wall, retried = await closed_loop(batcher, work, args)
+        report["closed"][name] = summary(samples, wall) | logs[name].take() | {"refused_then_retried": retried}
+        print(json.dumps({"closed": name, **report["closed"][name]}), file=sys.stderr)
+    # Capacity: a single server's rate at the unloaded service times, measured just before the open loops.
+    solo = await unloaded(batchers["fill"], work)
+    weights = np.array(work.weights, dtype=float) / sum(work.weights)
+    report |= {"unloaded_ttfa_s": [round(f, 3) for f, _ in solo],
+               "unloaded_ttfa_mean_s": round(float(weights @ [f for f, _ in solo]), 3),
+               "service_mean_s": round(float(weights @ [w for _, w in solo]), 3)}
+    report["capacity_req_s"] = round(1.0 / report["service_mean_s"], 3)
+    report["open"] = [await open_phase(batchers, logs, work, solo, n, load * report["capacity_req_s"], args)
+                      for n, load in enumerate(args.loads)]
+    for batcher in batchers.values():
+        await batcher.close()
+    return report
+
+
+async def open_phase(batchers: dict[str, Batcher], logs: dict[str, SizeLog], work: Workload,
+                     solo: list[tuple[float, float]], n: int, rate: float, args: argparse.Namespace) -> dict[str, Any]:
+    """One offered load: every policy on the same arrivals, in alternating order from load to load."""
+    seed = args.seed + n
+    row: dict[str, Any] = {"load": args.loads[n], "rate": round(rate, 3),
+                           "fifo_singles_sim": summary(fifo_singles(work, solo, rate, args, seed))}
+    order = list(batchers)
+    for name in order if n % 2 == 0 else order[::-1]:
+        row[name] = summary(await open_loop(batchers[name], work, rate, args, seed)) | logs[name].take()
+        row[name]["predicted_s"] = batchers[name].costs.table([1, 2, 4, args.max_batch_size])
+    print(json.dumps(row), file=sys.stderr)
+    return row
+
+
+def plot(report: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(report["voices"]), figsize=(6 * len(report["voices"]), 4), squeeze=False)
+    for ax, (label, voice) in zip(axes[0], report["voices"].items(), strict=True):
+        loads = [row["load"] for row in voice["open"]]
+        for name in ("fill", "latency", "fifo_singles_sim"):
+            ax.plot(loads, [row[name]["ttfa_p95_s"] for row in voice["open"]], marker="o", label=name)
+        ax.axhline(voice["unloaded_ttfa_mean_s"], color="grey", ls=":", label="unloaded TTFA (mean)")
+        ax.axhline(report["budget_s"], color="red", ls="--", label="budget")
+        ax.set(xlabel="offered load (x measured capacity)", ylabel="TTFA p95 (s)", title=f"{label} voice")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def load_engine(args: argparse.Namespace, tmp: Path) -> Engine:
+    ckpt, vocoder = "", ""
+    if args.random_weights:
+        ckpt, vocoder = str(random_weights_checkpoint(args.model, tmp)), str(full_vocos(tmp))
+    return Engine.load(EngineConfig(model=args.model, device=args.device, ckpt_file=ckpt, vocoder_path=vocoder))
+
+
+async def amain(args: argparse.Namespace) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        engine = load_engine(args, Path(tmp))
+    thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tts-batch")
+    voices: dict[str, Voice] = {"default": engine.default_voice(), "1s": reference_voice(engine, 1.0)}  # type: ignore[dict-item]
+    report: dict[str, Any] = {"model": args.model, "device": str(engine.device), "nfe_steps": args.nfe_steps,
+                              "budget_s": args.budget, "args": vars(args), "voices": {}}
+    for label in args.voices:
+        report["voices"][label] = await bench_voice(engine, voices[label], args, thread)
+    thread.shutdown()
+    return report
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="tiny")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--random-weights", action="store_true", help="full-size architecture, random weights")
+    parser.add_argument("--nfe-steps", type=int, default=8)
+    parser.add_argument("--max-batch-size", type=int, default=16)
+    parser.add_argument("--voices", type=lambda s: s.split(","), default=["default", "1s"])
+    parser.add_argument("--loads", type=lambda s: [float(x) for x in s.split(",")], default=[0.3, 0.6, 0.9, 1.2])
+    parser.add_argument("--phase-s", type=float, default=20.0, help="open-loop arrivals per phase for this long")
+    parser.add_argument("--max-requests", type=int, default=120, help="and at most this many per phase")
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--closed-requests", type=int, default=3, help="requests per closed-loop client")
+    parser.add_argument("--budget", type=float, default=3.0, help="admission TTFA budget (s)")
+    parser.add_argument("--no-admission", action="store_true", help="latency policy without admission control")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="out/bench_scheduler")
+    return parser.parse_args(argv)
+
+
+def main() -> int:
+    args = parse_args()
+    report = asyncio.run(amain(args))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(report, indent=2))
+    plot(report, out.with_suffix(".png"))
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
