@@ -6,6 +6,7 @@ a table to stderr.
     python scripts/bench_startup.py --runs 5                       # tiny profile, this checkout
     python scripts/bench_startup.py --runs 5 --cwd /tmp/old-tree   # the same for another tree
     python scripts/bench_startup.py --runs 1 --importtime          # plus the slowest imports
+    python scripts/bench_startup.py --full-load F5TTS_v1_Base --runs 3 [--cwd ...] [--dtype bfloat16]
 
 The first spawn (``--discard``, default 1) writes the tiny model if needed and fills the page cache;
 it is not counted, so the figures are page-cache-warm starts, as on a worker whose image is cached.
@@ -119,6 +120,50 @@ def slowest_imports(log_text: str, top: int) -> list[dict[str, Any]]:
     return [{"module": m, "cumulative_s": s, "depth": d} for s, m, d in rows[:top]]
 
 
+# Released F5 checkpoints are EMA safetensors; write one of the full-size architecture, random weights.
+WRITE_CHECKPOINT = """
+import sys, torch
+from pathlib import Path
+from safetensors.torch import save_file
+from engine.loader import build_cfm, load_vocab
+from engine.models import model_spec
+from scripts.bench_engine import full_vocos
+vocab, size = load_vocab("")
+model = build_cfm(model_spec({model!r}), vocab, size)
+state = {{f"ema_model.{{k}}": v.contiguous() for k, v in model.state_dict().items()}}
+save_file({{**state, "initted": torch.tensor([True]), "step": torch.tensor([1])}}, {ckpt!r})
+full_vocos(Path({root!r}))
+"""
+LOAD_PROBE = """
+import json, os, resource, sys
+sys.path.insert(0, os.getcwd())
+from engine import Engine, EngineConfig
+def rss(): return int(open("/proc/self/status").read().split("VmRSS:")[1].split()[0]) / 1024
+before = rss()
+engine = Engine.load(EngineConfig(model={model!r}, device={device!r}, dtype={dtype!r}, ckpt_file={ckpt!r},
+                                  vocoder_path={vocoder!r}))
+print(json.dumps({{"load_s": round(engine.load_seconds, 3), "rss_added_mb": round(rss() - before),
+                  "peak_added_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - before),
+                  "dtype": str(engine.dtype)}}))
+"""
+
+
+def full_size_load(args: argparse.Namespace) -> dict[str, Any]:
+    """``Engine.load`` of a full-size random EMA checkpoint, each run in a fresh process of ``--cwd``'s
+    tree. Peak RSS includes the checkpoint's memory-mapped pages (page cache, not model memory)."""
+    repo = str(Path(__file__).resolve().parent.parent)
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt = str(Path(tmp) / "model.safetensors")
+        code = WRITE_CHECKPOINT.format(model=args.full_load, ckpt=ckpt, root=tmp)
+        subprocess.run([args.python, "-c", code], cwd=repo, check=True)
+        probe = LOAD_PROBE.format(model=args.full_load, device=args.device, dtype=args.dtype, ckpt=ckpt,
+                                  vocoder=str(Path(tmp) / "vocos"))
+        runs = [json.loads(subprocess.run([args.python, "-c", probe], cwd=args.cwd, check=True,
+                                          capture_output=True, text=True).stdout) for _ in range(args.runs)]
+    return {"model": args.full_load, "cwd": args.cwd, "runs": runs,
+            "load_s": summary([r["load_s"] for r in runs])}
+
+
 def summary(values: list[float]) -> dict[str, float]:
     return {"min": min(values), "median": round(statistics.median(values), 3), "max": max(values)}
 
@@ -157,8 +202,15 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=120.0)
     parser.add_argument("--importtime", action="store_true", help="one more run under -X importtime")
     parser.add_argument("--json", default="", help="write the JSON here instead of stdout")
+    parser.add_argument("--full-load", default="", metavar="MODEL",
+                        help="instead: time Engine.load of MODEL's full-size architecture, random EMA weights")
+    parser.add_argument("--device", default="cpu", help="with --full-load")
+    parser.add_argument("--dtype", default="auto", help="with --full-load")
     parser.add_argument("server_args", nargs="*", help="extra server flags (after --)")
     args = parser.parse_args()
+    if args.full_load:
+        print(json.dumps(full_size_load(args), indent=2))
+        return 0
 
     with tempfile.TemporaryDirectory() as tmp:
         log = Path(tmp) / "server.log"
