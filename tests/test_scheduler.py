@@ -30,11 +30,11 @@ def samples(curve: Curve, frames: tuple[int, ...] = (100, 200)) -> list[CostSamp
     return [CostSample(n, f, curve(n, f)) for n in SIZES for f in frames]
 
 
-def flat(n: int, f: int) -> float:  # an idle GPU: a batch costs what one item costs
+def free(n: int, f: int) -> float:  # batching is free (an idle GPU): a batch costs what one item costs
     return 0.04
 
 
-def linear(n: int, f: int) -> float:  # a compute-bound CPU: no overhead to share
+def per_item(n: int, f: int) -> float:  # cost per item is flat (a compute-bound CPU): nothing to share
     return 0.05 * n * f / 100
 
 
@@ -109,24 +109,24 @@ def test_size_buckets_follow_a_curve_that_bends() -> None:
 
 def test_online_samples_replace_the_seed_where_traffic_goes() -> None:
     model = CostModel()
-    model.seed(samples(flat, frames=(100,)))
+    model.seed(samples(free, frames=(100,)))
     assert model.predict("k", 8, 100) == pytest.approx(0.04, rel=0.1)
     for _ in range(4):
         for n in SIZES:
-            model.observe("k", n, 100, linear(n, 100))
-    assert model.predict("k", 8, 100) == pytest.approx(linear(8, 100), rel=0.15)
+            model.observe("k", n, 100, per_item(n, 100))
+    assert model.predict("k", 8, 100) == pytest.approx(per_item(8, 100), rel=0.15)
     assert model.predict("other", 8, 100) == pytest.approx(0.04, rel=0.1)  # a new key starts from the seed
 
 
 # -- batch composition -------------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("curve", "expected"), [(flat, [8, 8, 4]), (linear, [1] * 20)])
+@pytest.mark.parametrize(("curve", "expected"), [(free, [8, 8, 4]), (per_item, [1] * 20)])
 def test_plan_extremes(curve: Curve, expected: list[int]) -> None:
     assert policy.plan(20, 100, curve, LIMITS) == expected
 
 
 @pytest.mark.parametrize("queued", [2, 3, 5, 8, 13, 20])
-@pytest.mark.parametrize("curve", [flat, linear, between])
+@pytest.mark.parametrize("curve", [free, per_item, between])
 def test_plan_is_the_optimum(curve: Curve, queued: int) -> None:
     sizes = policy.plan(queued, 100, curve, LIMITS)
     assert sum(sizes) == queued
@@ -148,15 +148,15 @@ def tickets(costs: list[int], first: list[bool] | None = None, at: float = 0.0) 
 
 def test_lengths_are_grouped_and_padding_is_capped() -> None:
     queue = tickets([100, 400, 110, 390, 95, 105])
-    chosen = policy.compose(queue, 0.0, lambda key: flat, LIMITS, slack_s=1.0)
+    chosen = policy.compose(queue, 0.0, lambda key: free, LIMITS, slack_s=1.0)
     assert sorted(t.item for t in chosen.tickets) == [0, 2, 4, 5]  # the 400s would make half the frames padding
 
 
 def test_first_chunks_anchor_within_slack_and_the_oldest_after() -> None:
     queue = tickets([100] * 4, first=[False, False, True, True])
-    soon = policy.compose(queue, 0.5, lambda key: linear, LIMITS, slack_s=1.0)
+    soon = policy.compose(queue, 0.5, lambda key: per_item, LIMITS, slack_s=1.0)
     assert [t.item for t in soon.tickets] == [2]  # singles: the oldest first chunk goes first
-    late = policy.compose(queue, 1.5, lambda key: linear, LIMITS, slack_s=1.0)
+    late = policy.compose(queue, 1.5, lambda key: per_item, LIMITS, slack_s=1.0)
     assert [t.item for t in late.tickets] == [0]  # the later chunk's slack is spent: it is never starved
 
 
@@ -169,14 +169,14 @@ async def submit_all(batcher: MicroBatcher, n: int) -> list[Ticket[FakeItem]]:
     return queued
 
 
-async def test_flat_curve_fills_batches(make) -> None:
-    batcher = await make(flat, max_batch_size=8)
+async def test_free_batching_fills_batches(make) -> None:
+    batcher = await make(free, max_batch_size=8)
     await submit_all(batcher, 8)
     assert batcher.model.calls == [list(range(8))]
 
 
-async def test_compute_bound_curve_runs_singles(make) -> None:
-    batcher = await make(linear, max_batch_size=8)
+async def test_flat_per_item_cost_runs_singles(make) -> None:
+    batcher = await make(per_item, max_batch_size=8)
     await submit_all(batcher, 6)
     assert batcher.model.calls == [[i] for i in range(6)]
 
@@ -188,7 +188,7 @@ async def test_in_between_curve_runs_the_predicted_optimum(make) -> None:
 
 
 async def test_a_wrong_seed_is_corrected_online(make) -> None:
-    batcher = await make(linear, seed=flat, max_batch_size=8, max_wait_ms=1)
+    batcher = await make(per_item, seed=free, max_batch_size=8, max_wait_ms=1)
     await submit_all(batcher, 8)
     assert batcher.model.calls[0] == list(range(8))  # it believed batching was free
     for n in [1, 2, 3, 4] * 4:  # each size bucket it now sees is refreshed with real timings
