@@ -1,11 +1,11 @@
 """``python -m server.runpod_worker``: kept as the documented entry point; the worker lives in
-``server.runpod.worker``."""
+``server.runpod``."""
 
 from __future__ import annotations
 
 import sys
 
-from server.runpod.worker import main
+from server.runpod.main import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -34,7 +34,7 @@ FORBIDDEN = (
 
 SERVE_ONE = """
 import json, sys
-import server.__main__, server.core.app, server.runpod.worker
+import server.__main__, server.core.app, server.runpod.main
 after_import = sorted(m for m in {forbidden!r} if m in sys.modules)
 from engine import Engine, EngineConfig, SynthesisItem
 from pathlib import Path

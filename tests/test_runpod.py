@@ -17,7 +17,9 @@ import orjson
 import pytest
 
 from server.core.settings import Settings
-from server.runpod.worker import InputError, Worker, local_test_mode, parse_job_input
+from server.runpod.jobs import InputError, parse_job_input
+from server.runpod.main import local_test_mode
+from server.runpod.worker import Worker
 from tests.audio import EN_TRANSCRIPT, encode, english_clip
 from tests.conftest import free_port
 
