@@ -25,8 +25,6 @@ ItemT = TypeVar("ItemT")
 
 class Scheduler:
     def __init__(self, config: BatcherConfig, observer: BatchObserver, costs: CostModel | None = None) -> None:
-        if config.scheduler == "step":
-            raise NotImplementedError("--scheduler step is not implemented yet (#11); use request")
         self.config = config
         self.observer = observer
         self.costs = costs or CostModel(config.default_batch_seconds)

@@ -96,7 +96,7 @@ class Metrics:
             self.requests.labels(transport, "ok")
             for fault in FAULTS:
                 self.request_faults.labels(transport, fault)
-        for reason in ("queue_full", "shutting_down"):
+        for reason in ("queue_full", "over_budget", "shutting_down"):
             self.rejections.labels(reason)
 
     def startup_finished(self, import_s: float | None, load_s: float, warmup_s: float,

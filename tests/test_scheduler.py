@@ -251,9 +251,7 @@ async def test_an_idle_model_admits_even_an_item_slower_than_the_budget(make) ->
     assert await batcher.run(FakeItem(1, cost=100), first=True) == ("out", 1)
 
 
-def test_step_scheduler_is_not_there_yet() -> None:
-    with pytest.raises(NotImplementedError, match="step"):
-        MicroBatcher(CurveModel(), BatcherConfig(scheduler="step"))
+def test_config_refuses_unknown_policies() -> None:
     with pytest.raises(ValueError, match="policy"):
         BatcherConfig(policy="fastest")
 

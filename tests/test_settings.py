@@ -39,6 +39,9 @@ def test_every_field_has_a_flag_and_env_twin() -> None:
     (["--log-format", "xml"], {}),
     (["--port", "99999"], {}),
     (["--health-port", "-1"], {}),
+    (["--scheduler", "fifo"], {}),
+    ([], {"TTS_BATCH_POLICY": "greedy"}),
+    (["--admission-ttfa-s", "0"], {}),
 ])
 def test_bad_values_exit_with_one_line(argv: list[str], env: dict[str, str],
                                        capsys: pytest.CaptureFixture[str]) -> None:

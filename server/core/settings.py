@@ -67,8 +67,8 @@ class Settings:
     max_queue: int = _opt("queued chunks before queue_full", default=256)
     max_queue_frames: int = _opt("queued mel frames before queue_full", default=600_000)
     queue_timeout_s: float = _opt("a chunk not started by then fails with timeout", default=30.0)
-    scheduler: str = _opt("request (whole batches run to completion) or step (requests join between flow "
-                          "steps; not implemented yet)", default="request")
+    scheduler: str = _opt("request (whole batches run to completion) or step (requests join a running batch "
+                          "between flow steps)", default="request")
     batch_policy: str = _opt("latency (a chunk joins a batch only where the learned cost model says it finishes "
                              "the queue sooner) or fill (fill every batch, the old policy)", default="latency")
     admission: bool = _opt("refuse a new stream at once (queue_full + retry_after_ms) when its first audio is "
@@ -192,6 +192,12 @@ def _validate(settings: Settings, parser: argparse.ArgumentParser) -> None:
             parser.error(f"--{name.replace('_', '-')} must be positive")
     if not 0 < settings.port <= 65535 or not 0 <= settings.health_port <= 65535:
         parser.error("--port and --health-port must be between 1 and 65535 (0: no health port)")
+    choices = {"scheduler": ("request", "step"), "batch_policy": ("latency", "fill"), "log_format": ("text", "json")}
+    for name, allowed in choices.items():
+        if getattr(settings, name) not in allowed:
+            parser.error(f"--{name.replace('_', '-')} must be one of {', '.join(allowed)}")
+    if settings.admission_ttfa_s <= 0 or settings.later_chunk_slack_s < 0:
+        parser.error("--admission-ttfa-s must be positive and --later-chunk-slack-s not negative")
     if settings.log_format not in ("text", "json"):
         parser.error("--log-format must be text or json")
     try:
