@@ -186,3 +186,17 @@ def test_breaks_of_one_stream_are_capped() -> None:
     pieces = front.plain("a" + " [pause 10s] b" * 8, lambda rate: 200)
     silences = [p.seconds for p in pieces if isinstance(p, Silence)]
     assert max(silences) <= MAX_BREAK_S and sum(silences) == 60.0
+
+
+def test_first_chunk_keeps_its_short_budget_after_normalising() -> None:
+    """Numbers read out grow a sentence threefold; the first chunk (time to first audio) is cut again to the
+    first-chunk budget, at a sentence boundary, after normalising."""
+    from engine.text import FIRST_CHUNK_BYTES
+    from server.core.textfront import Chunk, TextFront
+
+    text = "Hello there. It costs $3.50 at 10:30 on 2026-11-29."
+    assert len(text.encode()) <= FIRST_CHUNK_BYTES  # as given it is one first chunk
+    first = TextFront().plain(text, lambda _rate: 300, first=True)
+    later = TextFront().plain(text, lambda _rate: 300)
+    assert [p.spoken for p in first if isinstance(p, Chunk)][0] == "Hello there."
+    assert len(later) == 1 and "three dollars and fifty cents" in later[0].spoken  # type: ignore[union-attr]

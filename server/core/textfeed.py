@@ -117,7 +117,7 @@ class TextFeed:
             text = await self.next()
             if text is None:
                 return None
-            self._pieces.extend(self.front.plain(text, self.limit))
+            self._pieces.extend(self.front.plain(text, self.limit, first=self.chunks_given == 1))
         return self._pieces.popleft()
 
     def _cut(self) -> str | None:
