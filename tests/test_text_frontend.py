@@ -198,5 +198,5 @@ def test_first_chunk_keeps_its_short_budget_after_normalising() -> None:
     assert len(text.encode()) <= FIRST_CHUNK_BYTES  # as given it is one first chunk
     first = TextFront().plain(text, lambda _rate: 300, first=True)
     later = TextFront().plain(text, lambda _rate: 300)
-    assert [p.spoken for p in first if isinstance(p, Chunk)][0] == "Hello there."
+    assert next(p.spoken for p in first if isinstance(p, Chunk)) == "Hello there."
     assert len(later) == 1 and "three dollars and fifty cents" in later[0].spoken  # type: ignore[union-attr]
