@@ -24,8 +24,8 @@ from server.http.catalog import routes as catalog_routes
 from server.http.health import health_app
 from server.http.middleware import body_deadline, cors, json_errors, quiet_parser_errors
 from server.http.openai import routes as openai_routes
+from server.http.playground import add_playground
 from server.http.routes import add_routes
-from server.playground import add_playground
 from server.ws.handler import stream_handler
 
 log = logging.getLogger(__name__)

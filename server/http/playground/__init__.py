@@ -8,7 +8,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from server.playground.status import RECENT_KEY, Recent, status
+from server.http.playground.status import RECENT_KEY, Recent, status
 
 STATIC = Path(__file__).parent / "static"
 ASSET_PREFIX = "/playground"
