@@ -11,7 +11,7 @@ from server.core.errors import ServiceError
 
 _TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "invalid_request_error",
           409: "invalid_request_error", 413: "invalid_request_error", 429: "rate_limit_error",
-          500: "server_error", 503: "server_error", 504: "server_error"}
+          500: "server_error", 503: "server_error", 504: "server_error", 507: "server_error"}
 
 
 def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None,
