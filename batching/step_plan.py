@@ -1,20 +1,24 @@
 """What the step scheduler asks of a model, and how it prices a step (no torch, no I/O).
 
 The cost model (``batching.cost``) and batch policy (``batching.policy``) of the request scheduler, priced
-per flow step: one curve, seconds of one step as a function of (items stepping together, padded frames),
-seeded from the warm-up's whole-batch timings divided by their step count and refined from every step.
+per flow step: one curve, T(n, frames) = seconds of one DiT pass of n items, seeded by timing single step
+passes at warm-up (``seed_passes``; whole-batch timings / steps are only a fallback) and refined from every
+live step.
 
-How many items should step together is the policy's first batch size for the items in the system (active
-and queued): the plan that minimises their summed completion time, so a compute-bound curve keeps near
-one item at a time (a first-in-first-out queue, no processor sharing that delays everyone), a flat one
-fills every slot, and in between the concurrency grows with the queue.
+The join decision (``joins``): a newcomer takes a free slot at the next step when that lowers the
+first-audio-weighted summed completion time. Joining now costs every active item ΔT = T(n+1) − T(n) on
+each step they share; not joining makes the newcomer wait until the next slot frees (the fewest steps any
+active item has left, at T(n)). A compute-bound curve (ΔT ≈ T(1)) therefore keeps near one item at a time
+(a FIFO: processor sharing would delay everyone and speed no one), a flat one (ΔT ≈ 0) fills every slot.
+With a long queue, throughput is what everyone waits for: the request policy's batch plan over active +
+queued items (``target``) may also open slots.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Hashable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
 from batching import policy
@@ -31,6 +35,9 @@ STEP_KEY = "step"
 """Items of any step count, CFG or sway share a pass: one cost curve."""
 REFIT_EVERY = 8
 """Steps between cost-model refits: a fit per step would cost the event loop more than it learns."""
+FIRST_WEIGHT = 2.0
+"""Weight of a first chunk's completion time against a later chunk's: a first chunk is what the listener
+waits for; a later one has the previous chunk's audio playing ahead of it."""
 
 
 class StepOutcome(Protocol):
@@ -91,6 +98,12 @@ class Load:
     left: list[int]
     """Steps each active item has left."""
     queued: int
+    first: list[bool] = field(default_factory=list)
+    """Whether each active item is a first chunk (default: none is)."""
+
+
+def weight(first: bool) -> float:
+    return FIRST_WEIGHT if first else 1.0
 
 
 class StepPlanner:
@@ -98,33 +111,44 @@ class StepPlanner:
         self.config = config
         self.observer = observer
         self.seed_steps = seed_steps
-        """Flow steps the warm-up timings are quoted at."""
+        """Flow steps whole-batch warm-up timings are quoted at (``seed``, the fallback)."""
         self.costs = CostModel(config.default_batch_seconds / seed_steps)
         # Padding is bounded by the frame cap alone: a step's rows come and go, no length grouping.
         self.limits = policy.Limits(config.max_batch_size, config.max_batch_frames, 1.0)
         self.steps_seen = 0
         self.learning = True
-        """Refine the curve from live steps. Off once seeded: warm-up timings are whole batches / steps
-        (vocoder and per-call overhead included), a live step is one DiT pass; mixed in one fit, the
-        cheap live size-1 steps beside seeded larger sizes read as a steep curve and pin singles."""
+        """Refine the curve from live steps. Off after ``seed`` (whole batches / steps include the vocoder
+        and per-call overhead: mixed with live single passes they read as a steep curve); on after
+        ``seed_passes``, whose samples are single passes like the live ones."""
 
     # -- the cost model -------------------------------------------------------------------------------
 
     def seed(self, samples: Iterable[CostSample | tuple[int, int, float]]) -> dict[int, float]:
-        self.costs.seed(CostSample(int(s[0]), int(s[1]), float(s[2]) / self.seed_steps) for s in samples)
-        self.costs.last_key = STEP_KEY
+        """Fallback: whole-batch warm-up timings at ``seed_steps`` steps, divided by the step count."""
+        self._seed([CostSample(int(s[0]), int(s[1]), float(s[2]) / self.seed_steps) for s in samples])
         self.learning = False
-        table = self.export()
+        return self.export()
+
+    def seed_passes(self, samples: Iterable[CostSample]) -> dict[int, float]:
+        """Timed single step passes (``batching.step_work.time_steps``): the same thing live steps measure."""
+        self._seed(list(samples))
+        self.learning = True
+        return self.export()
+
+    def _seed(self, samples: list[CostSample]) -> None:
+        self.costs.seed(samples)
+        self.costs.curve(STEP_KEY).fit()  # the live curve starts from (and keeps) the seed samples
+        self.costs.last_key = STEP_KEY
         log.info("step cost model", extra={"coef": [f"{c:.3g}" for c in self.costs.seed_curve.coef],
-                                           "frames": self.costs.typical_frames, "predicted_step_s": table})
-        return table
+                                           "frames": self.costs.typical_frames})
 
     def export(self) -> dict[int, float]:
-        """Predicted seconds of one step per active count, to the observer's gauge."""
+        """Predicted seconds of one step per active count, to the observer's gauge (and the log)."""
         top = self.config.max_batch_size
         table = self.costs.table(sorted({s for s in (1, 2, 4, 8, 16, 32, 64) if s < top} | {top}))
         if isinstance(self.observer, CostObserver):
             self.observer.predicted_batch_seconds(table)
+        log.info("predicted step seconds", extra={"predicted_step_s": table})
         return table
 
     def observe(self, size: int, frames: int, seconds: float) -> None:
@@ -134,7 +158,7 @@ class StepPlanner:
         self.costs.curve(STEP_KEY).observe(CostSample(size, frames, seconds),
                                            refit=self.steps_seen % REFIT_EVERY == 0)
         self.costs.last_key = STEP_KEY
-        if self.steps_seen % (16 * REFIT_EVERY) == 0:
+        if self.steps_seen % (64 * REFIT_EVERY) == 0:
             self.export()
 
     def step_seconds(self, size: int, frames: int) -> float:
@@ -142,28 +166,47 @@ class StepPlanner:
 
     # -- policy ---------------------------------------------------------------------------------------
 
+    def joins(self, load: Load, frames: int, steps: int, first: bool) -> bool:
+        """Whether a newcomer of ``frames`` × ``steps`` should take a free slot at the next step (caps are
+        ``fits``'s job). Compares, over the ``k`` steps it would share with every active item, the
+        newcomer's gain (it no longer waits ``min(left)`` steps for a slot) with the actives' loss (ΔT on
+        each of those steps), each weighted by ``FIRST_WEIGHT`` for first chunks."""
+        n = len(load.active)
+        if n == 0 or self.config.policy == "fill":
+            return True
+        longest = max(load.active)
+        now = self.step_seconds(n, longest)
+        delta = self.step_seconds(n + 1, max(longest, frames)) - now
+        slot = min(load.left)
+        shared = min(steps, slot)
+        gain = weight(first) * (slot * now - shared * delta)
+        firsts = load.first or [False] * n
+        loss = delta * shared * sum(weight(f) for f in firsts)
+        return gain > loss or n < self.target(load, frames)
+
     def target(self, load: Load, frames: int) -> int:
-        """How many items should step together now: the policy's first batch over active + queued."""
-        if self.config.policy == "fill":
-            return self.config.max_batch_size
-        items = len(load.active) + load.queued
+        """The request policy's first batch over active + queued items: with a long queue, the
+        concurrency that drains it soonest on average (1 on a compute-bound curve)."""
+        # The first batch of a queue several batches long is already at the cap: plan no further (cheaper).
+        items = min(len(load.active) + load.queued, 4 * self.config.max_batch_size)
         return policy.plan(max(1, items), frames, self.step_seconds, self.limits)[0]
 
     def fits(self, load: Load, frames: int) -> bool:
-        """An item of ``frames`` may join: the model is idle, or items × longest stays within the cap."""
+        """An item of ``frames`` may join: the model is idle, or the slots and frame cap leave room."""
         longest = max([*load.active, frames])
-        return not load.active or longest * (len(load.active) + 1) <= self.config.max_batch_frames
+        size = len(load.active) + 1
+        return not load.active or (size <= self.config.max_batch_size
+                                   and longest * size <= self.config.max_batch_frames)
 
     # -- admission ------------------------------------------------------------------------------------
 
-    def backlog(self, load: Load, frames: int) -> float:
-        """Seconds until a newcomer of ``frames`` takes its first step: when no slot is free, until the
-        first active item finishes, plus the queue ahead drained at the planned concurrency."""
-        with_it = Load(load.active, load.left, load.queued + 1)
-        if len(load.active) + load.queued < self.target(with_it, frames):
+    def backlog(self, load: Load, frames: int, steps: int | None = None) -> float:
+        """Seconds until a newcomer (a first chunk) takes its first step: none when it would join at once;
+        else until the next slot frees, plus the queue ahead drained at the planned concurrency."""
+        steps = steps or self.seed_steps
+        if load.queued == 0 and self.fits(load, frames) and self.joins(load, frames, steps, True):
             return 0.0
         longest = max([*load.active, frames])
-        steps = max(load.left, default=self.seed_steps)
         slot = min(load.left, default=0) * self.step_seconds(len(load.active), longest)
 
         def per_item(size: int, padded: int) -> float:
@@ -173,10 +216,9 @@ class StepPlanner:
 
     def first_audio(self, load: Load, frames: int, steps: int) -> tuple[float, float]:
         """(backlog, predicted seconds to the newcomer's result)."""
-        with_it = Load(load.active, load.left, load.queued + 1)
-        backlog = self.backlog(load, frames)
-        concurrency = min(self.target(with_it, frames), len(load.active) + load.queued + 1)
-        return backlog, backlog + steps * self.step_seconds(concurrency, max([*load.active, frames]))
+        backlog = self.backlog(load, frames, steps)
+        sharing = len(load.active) + 1 if backlog == 0.0 else max(1, len(load.active))
+        return backlog, backlog + steps * self.step_seconds(sharing, max([*load.active, frames]))
 
     def admit(self, load: Load, frames: int, steps: int) -> float:
         """Refuse (``QueueFullError``) when the first audio would miss the budget because of the work

@@ -6,13 +6,13 @@
         self._deliver(finished)          # on the event loop: settle their futures
 
 Same surface as ``MicroBatcher`` (submit/run/close/call_in_worker, the queue figures, observer calls), the
-same queue, deadlines and ``Ticket``s, and the same cost model and batch policy (``batching.cost``,
-``batching.policy``), priced per flow step: the policy's batch-size plan over active + queued items is the
-number of items that should step together; a newcomer takes a slot at the next step instead of waiting for
-a whole batch. First chunks first, the oldest never starved (``policy.choose_anchor``).
+same queue, deadlines and ``Ticket``s, and the same cost model (``batching.cost``) priced per step pass:
+a newcomer takes a free slot at the next step when ``StepPlanner.joins`` says that lowers the weighted
+summed completion time, instead of waiting for a whole batch. First chunks first, the oldest never starved
+(``policy.choose_anchor``: nothing overtakes the anchor while it waits for a slot).
 
 The stepping model is not thread-safe: every model call (add, remove, step, finish) is made on the one
-worker thread, inside ``_work``. Cancellations made on the event loop are queued in ``_leaving`` and
+worker thread (``batching.step_work``). Cancellations made on the event loop are queued in ``_leaving`` and
 applied by the worker before the next step.
 """
 
@@ -22,11 +22,10 @@ import asyncio
 import contextlib
 import itertools
 import logging
-import time
-from collections.abc import Callable, Iterable, Mapping
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar, cast
+from typing import Any, Generic, TypeVar
 
 from batching import policy
 from batching.config import BatcherConfig
@@ -35,23 +34,13 @@ from batching.errors import BatcherClosedError, BatcherError, QueueFullError, Qu
 from batching.protocol import BatchObserver, NullObserver
 from batching.queue import PendingQueue, Ticket
 from batching.step_plan import STEP_KEY, Load, StepModel, StepPlanner
+from batching.step_work import StepPass, time_steps, work
 
 log = logging.getLogger(__name__)
 
 ItemT = TypeVar("ItemT")
 OutT = TypeVar("OutT")
 R = TypeVar("R")
-
-
-@dataclass
-class _Pass:
-    """What one worker call did."""
-
-    done: dict[int, Any] = field(default_factory=dict)
-    failed: dict[int, BaseException] = field(default_factory=dict)
-    size: int = 0
-    frames: int = 0
-    seconds: float = 0.0
 
 
 class StepBatcher(Generic[ItemT, OutT]):
@@ -70,6 +59,8 @@ class StepBatcher(Generic[ItemT, OutT]):
         self._leaving: list[int] = []
         self._seq = itertools.count()
         self._wakeup = asyncio.Event()
+        self._news = threading.Event()
+        """Set on the loop by a submit or cancel; read by the worker between steps (``step_work.work``)."""
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tts-step")
         self._task: asyncio.Task[None] | None = None
         self._closed = False
@@ -116,9 +107,16 @@ class StepBatcher(Generic[ItemT, OutT]):
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     def seed_costs(self, samples: Iterable[CostSample | tuple[int, int, float]]) -> Mapping[int, float]:
-        """Start the per-step cost curve from the warm-up's whole-batch timings (at ``seed_steps`` steps);
-        logs and exports the predicted seconds of one step per active count."""
+        """Fallback seed: the engine warm-up's whole-batch timings (at ``seed_steps`` steps) / steps. The
+        curve then stays fixed: live single passes would not match it (see ``StepPlanner.learning``)."""
         return self.planner.seed(samples)
+
+    async def seed_step_costs(self, items: Sequence[ItemT], sizes: Sequence[int]) -> Mapping[int, float]:
+        """Seed the per-step curve by timing single step passes of each size on the worker (call before
+        ``start``; ``items`` need a few steps each); then it keeps learning from every live step. Logs and
+        exports the predicted seconds of one step per active count."""
+        samples = await self.call_in_worker(time_steps, self.model, items, sizes)
+        return self.planner.seed_passes(samples)
 
     # -- submission -----------------------------------------------------------------------------------
 
@@ -145,6 +143,7 @@ class StepBatcher(Generic[ItemT, OutT]):
         self._queue.push(ticket)
         self._report_depth()
         self._wakeup.set()
+        self._news.set()
         return ticket
 
     async def run(self, item: ItemT, **kwargs: Any) -> OutT:
@@ -175,7 +174,8 @@ class StepBatcher(Generic[ItemT, OutT]):
         return self.planner.admit(self._load(), int(self.model.cost(item)), self.model.steps(item))
 
     def _load(self) -> Load:
-        return Load([t.cost for t in self._active.values()], list(self._left.values()), len(self._queue))
+        active = list(self._active.values())
+        return Load([t.cost for t in active], list(self._left.values()), len(self._queue), [t.first for t in active])
 
     # -- the loop -------------------------------------------------------------------------------------
 
@@ -201,16 +201,19 @@ class StepBatcher(Generic[ItemT, OutT]):
         return True
 
     def _admit(self) -> None:
-        """Queued tickets take free slots: first chunks first; the oldest anchors once past its slack and
-        then waits at the head (nothing overtakes it) until the frame cap leaves room for it."""
+        """Queued tickets take free slots while the planner says joining pays: first chunks first; the
+        oldest anchors once past its slack and then waits at the head (nothing overtakes it) until a slot
+        it may take frees."""
         if not self._queue:
             return
         now = asyncio.get_running_loop().time()
         queue = list(self._queue)
-        target = self.planner.target(self._load(), max(t.cost for t in queue))
-        while queue and len(self._active) < target:
+        while queue:
             ticket = policy.choose_anchor(queue, now, self.config.later_chunk_slack_s)
-            if not self.planner.fits(self._load(), ticket.cost):
+            active = self._load()
+            load = Load(active.active, active.left, len(queue) - 1, active.first)
+            if not (self.planner.fits(load, ticket.cost)
+                    and self.planner.joins(load, ticket.cost, self.model.steps(ticket.item), ticket.first)):
                 break
             queue.remove(ticket)
             self._take(ticket, now)
@@ -226,69 +229,33 @@ class StepBatcher(Generic[ItemT, OutT]):
         self.observer.queue_wait(now - ticket.enqueued_at)
         self._report_depth()
 
-    async def _step(self) -> _Pass:
+    async def _step(self) -> StepPass:
         joining, leaving = self._joining, self._leaving
         self._joining, self._leaving = [], []
+        self._news.clear()  # on the loop, after _admit: a submit or cancel from now on stops the worker's run
         loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self._executor, self._work, joining, leaving)
+            return await loop.run_in_executor(self._executor, work, self.model, joining, leaving, self._news.is_set,
+                                              self._stepped)
         except asyncio.CancelledError:  # closed without drain: the thread's results will be dropped
             self._fail_active(BatcherClosedError("the server is shutting down"))
             raise
 
-    def _work(self, joining: list[Ticket[ItemT]], leaving: list[int]) -> _Pass:
-        """Worker thread: apply leaves and joins, take one step, vocode what finished."""
-        model, out = self.model, _Pass()
-        for key in leaving:
-            model.remove(key)
-        for ticket in joining:
-            try:
-                model.add(ticket.item, ticket.seq)
-            except Exception as exc:  # an item the model cannot voice fails alone, before any step
-                out.failed[ticket.seq] = exc
-        if not model.active:
-            return out
-        out.size, (_, out.frames) = model.active, model.pass_cost()
-        started = time.perf_counter()
-        result = model.step_isolating()
-        out.seconds = time.perf_counter() - started
-        for bad, error in result.failed.items():
-            model.remove(bad)
-            out.failed[cast(int, bad)] = error  # our keys are ticket seqs
-        out.done = self._finish([cast(int, k) for k in result.finished], out.failed)
-        return out
+    def _stepped(self) -> None:
+        self.steps_run += 1  # written by the worker only; the loop (and tests) read it
 
-    def _finish(self, keys: list[int], failed: dict[int, BaseException]) -> dict[int, Any]:
-        """Vocode together; if that raises, one by one, so only the item that raises fails."""
-        with contextlib.suppress(Exception):
-            waves = self.model.finish(keys)
-            if len(waves) == len(keys):
-                return dict(zip(keys, waves, strict=True))
-        done = {}
-        for key in keys:
-            try:
-                done[key] = self.model.finish([key])[0]
-            except Exception as exc:
-                self.model.remove(key)
-                failed[key] = exc
-        return done
-
-    def _deliver(self, finished: _Pass) -> None:
+    def _deliver(self, finished: StepPass) -> None:
         real = sum(t.cost for t in self._active.values())
         for key, exc in finished.failed.items():
             self._settle(self._release(key), False, exc)
         for key, wave in finished.done.items():
             self._settle(self._release(key), True, wave)
         for key in self._left:
-            self._left[key] -= 1
-        if finished.size and not finished.failed:  # a split (isolating) pass would teach a wrong cost
-            self._record(finished, real)
-
-    def _record(self, finished: _Pass, real: int) -> None:
-        # Per step: tts_batch_size is the items stepping together, tts_batch_seconds one step.
-        self.steps_run += 1
-        self.observer.batch_done(finished.size, finished.seconds, finished.size * finished.frames, real)
-        self.planner.observe(finished.size, finished.frames, finished.seconds)
+            self._left[key] -= len(finished.steps)
+        for size, frames, seconds in [] if finished.split else finished.steps:  # a split pass: wrong cost
+            # Per step: tts_batch_size is the items stepping together, tts_batch_seconds one step.
+            self.observer.batch_done(size, seconds, size * frames, real)
+            self.planner.observe(size, frames, seconds)
 
     # -- settling -------------------------------------------------------------------------------------
 
@@ -320,6 +287,7 @@ class StepBatcher(Generic[ItemT, OutT]):
             self._report_depth()
         elif ticket.future.cancelled() and self._release(ticket.seq) is not None:
             self._leaving.append(ticket.seq)
+            self._news.set()
 
     def _fail_active(self, error: BaseException) -> None:
         self._leaving.extend(self._active)  # the model may still hold them; removing an unknown key is harmless

@@ -2,20 +2,25 @@
 """Batch policies side by side under open (Poisson) and closed load, in process on the real engine.
 
     OMP_NUM_THREADS=1 python scripts/bench_scheduler.py --model tiny --nfe-steps 8 --out out/bench_scheduler
+    OMP_NUM_THREADS=2 python scripts/bench_scheduler.py --nfe-steps 16 --max-batch-size 8 --loads 0.6,0.9,1.2
 
-For each voice (the default 5.3 s one and a 1 s one), every policy gets its own batcher on one shared model
-thread, seeded with the same timed warm-up passes: ``fill`` (the old policy: fill every batch, bounded
-queue only) and ``latency`` (cost-model batch sizes, admission control at ``--budget``). Each request is a
-stream as the server runs it: text from the load test's mix, chunked, the first chunk submitted as
-``first``, each next chunk once the previous one started. Then:
+For each voice (the default 5.3 s one and a 1 s one), every policy gets its own batcher, seeded from the
+same warm-up: ``fill`` (request mode, the old policy: fill every batch, bounded queue only), ``latency``
+(request mode, cost-model batch sizes, admission control at ``--budget``) and ``step`` (``--scheduler
+step``: items join between flow steps, its per-step curve seeded by timing single step passes, the same
+admission). The request batchers share one model thread; the step batcher has its own (one runs at a time);
+built in ``scripts.bench_step``. Each request is a stream as the server runs it: text from the load test's
+mix, chunked, the first chunk submitted as ``first``, each next chunk once the previous one started. Then:
 
-1. warm-up: the engine's timed warm-up passes seed every policy's cost model alike;
+1. warm-up: the engine's timed warm-up passes seed the request policies' cost models alike (step: timed
+   single step passes);
 2. closed loop: ``--clients`` clients back to back, per policy (a refused request is retried after its hint);
 3. unloaded, just before the open loops: every text alone, twice; capacity = 1 / mean service time;
 4. open loop: Poisson arrivals at ``--loads`` × capacity, the same arrival sequence for every policy,
    policies alternated in order from load to load (machine drift hits both alike), arrivals for
    ``--phase-s`` seconds (at most ``--max-requests``); plus a perfect FIFO of single requests simulated
-   with the measured service times (the reference the issue sets).
+   with the measured service times (the reference the issue sets);
+5. saturation: ``--burst`` requests arriving at once, per policy: requests/s is the saturated throughput.
 
 Reports TTFA and latency p50/p95, requests/s, refusals; writes ``<out>.json`` and ``<out>.png`` (TTFA p95
 against load). Timings on a shared machine are noisy: repeat runs and quote ranges.
@@ -39,13 +44,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from batching import BatcherConfig, MicroBatcher, QueueFullError, Ticket
-from engine import Engine, EngineConfig, SynthesisItem, Voice, warmup_batch_sizes
+from batching import MicroBatcher, QueueFullError, StepBatcher, Ticket
+from engine import Engine, EngineConfig, SynthesisItem, Voice
 from engine.text import chunk_text
 from scripts.bench_engine import full_vocos, random_weights_checkpoint, reference_voice
+from scripts.bench_step import POLICIES, SizeLog, make_batchers, policies
 from scripts.loadtest import TEXT_MIX, percentile
 
-Batcher = MicroBatcher[SynthesisItem, np.ndarray]
+Batcher = MicroBatcher[SynthesisItem, np.ndarray] | StepBatcher[SynthesisItem, np.ndarray]
 
 
 @dataclass
@@ -133,7 +139,7 @@ async def closed_loop(batcher: Batcher, work: Workload,
     return samples, time.perf_counter() - started, len(refusals)
 
 
-async def unloaded(batcher: Batcher, work: Workload) -> list[tuple[float, float]]:
+async def unloaded(thread: ThreadPoolExecutor, engine: Engine, work: Workload) -> list[tuple[float, float]]:
     """(first chunk seconds, whole request seconds) of every text alone."""
     times = []
     for index in range(len(work.texts)):
@@ -141,7 +147,7 @@ async def unloaded(batcher: Batcher, work: Workload) -> list[tuple[float, float]
         for _ in range(2):  # two passes: one slow moment of a shared machine weighs half
             for n, item in enumerate(work.items(index, 7)):
                 started = time.perf_counter()
-                await batcher.call_in_worker(batcher.model.synthesize, [item])
+                await asyncio.get_running_loop().run_in_executor(thread, engine.synthesize, [item])
                 chunks[n] += (time.perf_counter() - started) / 2
         times.append((chunks[0], sum(chunks)))
     return times
@@ -174,55 +180,19 @@ def summary(samples: list[Sample], wall: float | None = None) -> dict[str, Any]:
             "requests_per_s": round(len(ok) / span, 3) if span > 0 else None}
 
 
-class SizeLog:
-    """Observer that keeps the batch sizes of the current phase."""
-
-    def __init__(self) -> None:
-        self.sizes: list[int] = []
-
-    def queue_depth(self, items: int, frames: int) -> None:
-        pass
-
-    def queue_wait(self, seconds: float) -> None:
-        pass
-
-    def batch_done(self, size: int, seconds: float, padded_frames: int, real_frames: int) -> None:
-        self.sizes.append(size)
-
-    def rejected(self, reason: str) -> None:
-        pass
-
-    def take(self) -> dict[str, Any]:
-        sizes, self.sizes = self.sizes, []
-        return {"batches": len(sizes), "mean_batch_size": round(float(np.mean(sizes)), 2) if sizes else None}
-
-
-def policies(args: argparse.Namespace) -> dict[str, BatcherConfig]:
-    common = {"max_batch_size": args.max_batch_size, "max_queue": 1024, "queue_timeout_s": 120.0}
-    return {"fill": BatcherConfig(policy="fill", **common),
-            "latency": BatcherConfig(policy="latency", admission=not args.no_admission, admission_ttfa_s=args.budget,
-                                     **common)}
-
-
 async def bench_voice(engine: Engine, voice: Voice, args: argparse.Namespace,
                       thread: ThreadPoolExecutor) -> dict[str, Any]:
     limit = engine.chunk_limit(voice)
     work = Workload(voice, [chunk_text(t, limit) for _, t in TEXT_MIX], [w for w, _ in TEXT_MIX], args.nfe_steps)
     logs = {name: SizeLog() for name in policies(args)}
-    batchers = {name: MicroBatcher(engine, config, logs[name], executor=thread)
-                for name, config in policies(args).items()}
-    sizes = warmup_batch_sizes(args.max_batch_size)
-    timings = await asyncio.get_running_loop().run_in_executor(thread, engine.warmup, sizes, 2, voice, args.nfe_steps)
-    for batcher in batchers.values():
-        batcher.seed_costs(timings)
-        await batcher.start()
+    batchers, timings = await make_batchers(engine, voice, args, thread, logs)
     report: dict[str, Any] = {"voice_s": round(voice.seconds, 2), "warmup": [list(t) for t in timings], "closed": {}}
     for name, batcher in batchers.items():
         samples, wall, retried = await closed_loop(batcher, work, args)
         report["closed"][name] = summary(samples, wall) | logs[name].take() | {"refused_then_retried": retried}
         print(json.dumps({"closed": name, **report["closed"][name]}), file=sys.stderr)
     # Capacity: a single server's rate at the unloaded service times, measured just before the open loops.
-    solo = await unloaded(batchers["fill"], work)
+    solo = await unloaded(thread, engine, work)
     weights = np.array(work.weights, dtype=float) / sum(work.weights)
     report |= {"unloaded_ttfa_s": [round(f, 3) for f, _ in solo],
                "unloaded_ttfa_mean_s": round(float(weights @ [f for f, _ in solo]), 3),
@@ -230,6 +200,7 @@ async def bench_voice(engine: Engine, voice: Voice, args: argparse.Namespace,
     report["capacity_req_s"] = round(1.0 / report["service_mean_s"], 3)
     report["open"] = [await open_phase(batchers, logs, work, solo, n, load * report["capacity_req_s"], args)
                       for n, load in enumerate(args.loads)]
+    report["saturation"] = await burst_phase(batchers, logs, work, args) if args.burst else {}
     for batcher in batchers.values():
         await batcher.close()
     return report
@@ -244,8 +215,23 @@ async def open_phase(batchers: dict[str, Batcher], logs: dict[str, SizeLog], wor
     order = list(batchers)
     for name in order if n % 2 == 0 else order[::-1]:
         row[name] = summary(await open_loop(batchers[name], work, rate, args, seed)) | logs[name].take()
-        row[name]["predicted_s"] = batchers[name].costs.table([1, 2, 4, args.max_batch_size])
+        row[name]["predicted_s"] = batchers[name].costs.table([1, 2, 4, args.max_batch_size])  # step: per pass
     print(json.dumps(row), file=sys.stderr)
+    return row
+
+
+async def burst_phase(batchers: dict[str, Batcher], logs: dict[str, SizeLog], work: Workload,
+                      args: argparse.Namespace) -> dict[str, Any]:
+    """``--burst`` requests at once (the same texts for every policy): the saturated throughput."""
+    rng = random.Random(args.seed + 99)
+    picks = [work.pick(rng) for _ in range(args.burst)]
+    row: dict[str, Any] = {"requests": args.burst}
+    for name, batcher in batchers.items():
+        started = time.perf_counter()
+        samples = await asyncio.gather(*(stream(batcher, work.items(i, 1000 * n), started)
+                                         for n, i in enumerate(picks)))
+        row[name] = summary(list(samples), time.perf_counter() - started) | logs[name].take()
+    print(json.dumps({"saturation": row}), file=sys.stderr)
     return row
 
 
@@ -258,7 +244,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
     fig, axes = plt.subplots(1, len(report["voices"]), figsize=(6 * len(report["voices"]), 4), squeeze=False)
     for ax, (label, voice) in zip(axes[0], report["voices"].items(), strict=True):
         loads = [row["load"] for row in voice["open"]]
-        for name in ("fill", "latency", "fifo_singles_sim"):
+        for name in (*report["args"]["policies"], "fifo_singles_sim"):
             ax.plot(loads, [row[name]["ttfa_p95_s"] for row in voice["open"]], marker="o", label=name)
         ax.axhline(voice["unloaded_ttfa_mean_s"], color="grey", ls=":", label="unloaded TTFA (mean)")
         ax.axhline(report["budget_s"], color="red", ls="--", label="budget")
@@ -303,7 +289,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--closed-requests", type=int, default=3, help="requests per closed-loop client")
     parser.add_argument("--budget", type=float, default=3.0, help="admission TTFA budget (s)")
-    parser.add_argument("--no-admission", action="store_true", help="latency policy without admission control")
+    parser.add_argument("--no-admission", action="store_true", help="latency/step policy without admission control")
+    parser.add_argument("--policies", type=lambda s: s.split(","), default=list(POLICIES),
+                        help=f"columns, of {','.join(POLICIES)}")
+    parser.add_argument("--burst", type=int, default=24, help="saturation phase: requests at once (0: skip)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="out/bench_scheduler")
     return parser.parse_args(argv)

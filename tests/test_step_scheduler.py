@@ -1,16 +1,18 @@
 """The step scheduler (``--scheduler step``) on the real tiny engine: joins mid-run, exactness against solo
-runs, cancellation, deadlines, fault isolation, refusal; and one real server streaming with it."""
+runs, cancellation, deadlines, fault isolation, refusal; one real server streaming with it; and the join
+rule on scripted step cost curves."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 
 import numpy as np
 import pytest
 
-from batching import BatcherConfig, QueueFullError, QueueTimeoutError, StepBatcher
+from batching import BatcherConfig, NullObserver, QueueFullError, QueueTimeoutError, StepBatcher
+from batching.step_plan import Load, StepPlanner
 from engine import Engine, SynthesisItem, Voice
 from engine.step_model import EngineStepModel
 from engine.stepwise import StepSampler
@@ -156,3 +158,30 @@ async def test_server_streams_with_step_scheduler(start_server, test_settings: S
     assert first.end is not None and second.end is not None
     assert_same_audio(received(first), await expected_audio(live, text, "en", 3))
     assert_same_audio(received(second), await expected_audio(live, "Another stream at once.", "en", 9))
+
+
+def planner_with(curve: Callable[[int], float], max_batch_size: int = 8) -> StepPlanner:
+    """A planner whose step cost is the scripted ``curve(n)`` (seconds of one pass of n items)."""
+    planner = StepPlanner(BatcherConfig(scheduler="step", max_batch_size=max_batch_size), NullObserver(), 16)
+    planner.step_seconds = lambda size, frames: curve(max(1, size))  # type: ignore[method-assign]
+    return planner
+
+
+def test_join_rule_follows_the_step_cost_curve() -> None:
+    running = Load(active=[300], left=[10], queued=0)
+    assert planner_with(lambda n: 0.01).joins(running, 300, 16, first=False)  # free: join at once
+    linear = planner_with(lambda n: 0.01 * n)  # compute-bound: sharing slows the runner, speeds no one
+    assert not linear.joins(running, 300, 16, first=False)
+    assert not linear.joins(running, 300, 16, first=True)
+    assert linear.joins(running, 300, 4, first=False)  # ... unless it is short: it need not wait 10 steps
+    assert linear.joins(Load([], [], 0), 300, 16, first=False)  # an idle model takes anyone
+
+
+def test_join_rule_weighs_first_chunks_and_keeps_caps() -> None:
+    between = planner_with(lambda n: 0.01 + 0.007 * (n - 1))  # batching pays a little
+    three_later = Load(active=[300] * 3, left=[10, 12, 14], queued=0, first=[False] * 3)
+    assert between.joins(three_later, 300, 16, first=True)  # a first chunk joins later chunks
+    assert not between.joins(Load([300] * 3, [10, 12, 14], 0, [True] * 3), 300, 16, first=False)
+    full = Load(active=[300] * 8, left=[10] * 8, queued=0)
+    assert between.fits(Load([300], [10], 0), 300) and not between.fits(full, 300)  # max_batch_size
+    assert not planner_with(lambda n: 0.01).fits(Load([30_000], [10], 0), 30_000)  # max_batch_frames
