@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import aiohttp
+import orjson
 import pytest
 from aiohttp import web
 from prometheus_client import CollectorRegistry
@@ -19,6 +20,7 @@ from prometheus_client import CollectorRegistry
 from server.core import app as app_module
 from server.core.app import create_app, serve, start_site
 from server.core.settings import Settings
+from server.core.state import STATE
 from tests.conftest import LiveServer, free_port, wait_until
 
 LONG_TEXT = "This sentence keeps the model busy for a while. " * 6
@@ -192,3 +194,44 @@ async def wait_until_async(check: Callable[[], Awaitable[bool]], timeout: float 
         assert time.monotonic() < deadline, "condition not met in time"
         await asyncio.sleep(0.02)
 
+
+
+async def _never_reading_client(port: int, text: str) -> socket.socket:
+    """A WebSocket client that sends one request and then never reads (a stalled phone, a stuck proxy)."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    sock.sendall(b"GET /v1/stream HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                 b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+    payload = orjson.dumps({"type": "synthesize", "id": "r", "text": text, "voice": "en", "nfe_steps": 2})
+    mask = b"\x01\x02\x03\x04"
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    header = b"\x81" + (bytes([0x80 | 126]) + struct.pack(">H", len(payload)) if len(payload) >= 126
+                        else bytes([0x80 | len(payload)]))
+    sock.sendall(header + mask + masked)
+    return sock
+
+
+async def test_never_reading_client_releases_its_socket(site: Any, test_settings: Settings) -> None:
+    runner, port = await site(heartbeat_s=0.5)
+    app = runner.app
+    assert (await _upload(port)).status == 201
+    sock = await _never_reading_client(port, LONG_TEXT * 4)
+    state = app[STATE]
+    await wait_until(lambda: len(state.connections) == 1, timeout=10)
+    # The heartbeat gives up on the silent client; its socket must then be gone at once, unsent audio and all.
+    await wait_until(lambda: len(state.connections) == 0 and len(runner.server.connections) == 0, timeout=30)
+    sock.close()
+
+
+async def _upload(port: int) -> aiohttp.ClientResponse:
+    from tests.audio import EN_TRANSCRIPT, encode, english_clip
+
+    form = aiohttp.FormData()
+    form.add_field("audio", encode(*english_clip(1.0)), filename="ref.wav")
+    form.add_field("transcript", EN_TRANSCRIPT)
+    form.add_field("id", "en")
+    async with aiohttp.ClientSession() as session, \
+            session.post(f"http://127.0.0.1:{port}/v1/voices", data=form) as response:
+        await response.read()
+        return response
