@@ -200,6 +200,18 @@ class StepPlanner:
 
     # -- admission ------------------------------------------------------------------------------------
 
+    def check_capacity(self, load: Load, queued: int, queued_frames: int, frames: int) -> None:
+        """Refuse (``QueueFullError``, retry hint from the predicted backlog) when the queue is full."""
+        config = self.config
+        if queued >= config.max_queue:
+            reason = f"queue is full ({config.max_queue} items)"
+        elif queued_frames + frames > config.max_queue_frames and queued > 0:
+            reason = f"queue is full ({config.max_queue_frames} frames)"
+        else:
+            return
+        self.observer.rejected("queue_full")
+        raise QueueFullError(reason, retry_after_ms=max(50, int(1000 * self.backlog(load, frames))))
+
     def backlog(self, load: Load, frames: int, steps: int | None = None) -> float:
         """Seconds until a newcomer (a first chunk) takes its first step: none when it would join at once;
         else until the next slot frees, plus the queue ahead drained at the planned concurrency."""

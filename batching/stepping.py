@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import logging
 import threading
@@ -30,7 +31,7 @@ from typing import Any, Generic, TypeVar
 from batching import policy
 from batching.config import BatcherConfig
 from batching.cost import CostSample
-from batching.errors import BatcherClosedError, BatcherError, QueueFullError, QueueTimeoutError
+from batching.errors import BatcherClosedError, BatcherError, QueueTimeoutError
 from batching.protocol import BatchObserver, NullObserver
 from batching.queue import PendingQueue, Ticket
 from batching.step_plan import STEP_KEY, Load, StepModel, StepPlanner
@@ -127,7 +128,7 @@ class StepBatcher(Generic[ItemT, OutT]):
             self.observer.rejected("shutting_down")
             raise BatcherClosedError("the server is shutting down")
         cost = int(self.model.cost(item))
-        self._check_capacity(cost)
+        self.planner.check_capacity(self._load(), len(self._queue), self._queue.frames, cost)
         if first and self.config.admission:
             self.admit(item)
         loop = asyncio.get_running_loop()
@@ -150,17 +151,6 @@ class StepBatcher(Generic[ItemT, OutT]):
         """Submit and wait; cancelling the caller cancels the item."""
         result: OutT = await self.submit(item, **kwargs).future
         return result
-
-    def _check_capacity(self, cost: int) -> None:
-        config = self.config
-        if len(self._queue) >= config.max_queue:
-            reason = f"queue is full ({config.max_queue} items)"
-        elif self._queue.frames + cost > config.max_queue_frames and len(self._queue) > 0:
-            reason = f"queue is full ({config.max_queue_frames} frames)"
-        else:
-            return
-        self.observer.rejected("queue_full")
-        raise QueueFullError(reason, retry_after_ms=max(50, int(1000 * self.planner.backlog(self._load(), cost))))
 
     # -- admission control ----------------------------------------------------------------------------
 
@@ -204,14 +194,11 @@ class StepBatcher(Generic[ItemT, OutT]):
         """Queued tickets take free slots while the planner says joining pays: first chunks first; the
         oldest anchors once past its slack and then waits at the head (nothing overtakes it) until a slot
         it may take frees."""
-        if not self._queue:
-            return
         now = asyncio.get_running_loop().time()
         queue = list(self._queue)
         while queue:
             ticket = policy.choose_anchor(queue, now, self.config.later_chunk_slack_s)
-            active = self._load()
-            load = Load(active.active, active.left, len(queue) - 1, active.first)
+            load = dataclasses.replace(self._load(), queued=len(queue) - 1)  # queued behind the newcomer
             if not (self.planner.fits(load, ticket.cost)
                     and self.planner.joins(load, ticket.cost, self.model.steps(ticket.item), ticket.first)):
                 break
