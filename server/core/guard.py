@@ -40,18 +40,51 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+BACKLOG = 64
+"""Listen backlog, which is also how many connections asyncio accepts in one go. Sockets it accepts get
+our protocol factory (which evicts or refuses) only in the next loop iteration, and an evicted socket is
+closed one iteration later still: a few bursts' worth of descriptors must stay spare."""
+
+
 def fd_budget(max_connections: int) -> int:
-    """Raise the soft fd limit to the hard one, and keep the connection cap well inside it (model files,
-    log handles and the process's own sockets need descriptors too)."""
+    """Raise the soft fd limit to the hard one, and keep the connection cap well inside it: model files, log
+    handles and the process's own sockets need descriptors, and one accept burst (``BACKLOG``) lands before
+    the cap can act. Running out matters beyond the refused client: on EMFILE, CPython 3.11's accept loop
+    logs a traceback and schedules another retry loop per failed accept, so the errors multiply."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
         soft = hard
-    usable = max(16, soft - 64)
+    usable = max(16, soft - 64 - 3 * BACKLOG)
     if max_connections > usable:
         log.warning("connection cap lowered to fit the fd limit",
                     extra={"max_connections": max_connections, "fd_limit": soft, "cap": usable})
     return min(max_connections, usable)
+
+
+class _OncePer(logging.Filter):
+    """Let a flood of one asyncio error through once per ``interval`` (with a count), not once per event."""
+
+    def __init__(self, fragment: str, interval: float = 10.0) -> None:
+        super().__init__()
+        self.fragment, self.interval = fragment, interval
+        self._last, self._dropped = 0.0, 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.fragment not in str(record.msg):
+            return True
+        now = time.monotonic()
+        if now - self._last < self.interval:
+            self._dropped += 1
+            return False
+        if self._dropped:
+            record.msg = f"{record.msg} ({self._dropped} more since the last report)"
+        self._last, self._dropped = now, 0
+        record.exc_info = None  # the traceback is always the same accept(); the line says what happened
+        return True
+
+
+_accept_errors = _OncePer("socket.accept() out of system resource")
 
 
 class _Refuse(asyncio.Protocol):
@@ -63,9 +96,49 @@ class _Refuse(asyncio.Protocol):
         transport.close()
 
 
-def _busy(handler: RequestHandler) -> bool:
-    """A request is being served on this connection (a WebSocket counts while its handler runs)."""
-    return getattr(handler, "_current_request", None) is not None
+class _Counted(asyncio.Protocol):
+    """aiohttp's handler for one connection, counted from the moment it is created. (aiohttp registers a
+    connection only in ``connection_made``, a loop iteration after the factory ran, so a burst of accepts
+    would all see the old count and slip past the cap.)"""
+
+    def __init__(self, site: GuardedSite, handler: RequestHandler) -> None:
+        self.site, self.handler = site, handler
+        self.transport: asyncio.Transport | None = None
+        self._evicted = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.handler.connection_made(transport)
+        if self._evicted:
+            transport.abort()
+
+    def data_received(self, data: bytes) -> None:
+        self.handler.data_received(data)
+
+    def eof_received(self) -> None:
+        self.handler.eof_received()
+
+    def pause_writing(self) -> None:
+        self.handler.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.handler.resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.site.live.pop(self, None)
+        self.handler.connection_lost(exc)
+
+    @property
+    def busy(self) -> bool:
+        """A request is being served here (a WebSocket counts while its handler runs)."""
+        return getattr(self.handler, "_current_request", None) is not None
+
+    def evict(self) -> None:
+        self._evicted = True
+        self.site.live.pop(self, None)
+        if self.transport is not None:
+            self.transport.abort()  # release the fd now, whatever is buffered
 
 
 class GuardedSite(web.BaseSite):
@@ -75,6 +148,8 @@ class GuardedSite(web.BaseSite):
         super().__init__(runner)
         self._sock = sock
         self.max_connections = max_connections
+        self.live: dict[_Counted, None] = {}
+        """Open connections, oldest first."""
         self.evicted = 0
         self.refused = 0
         self._last_warning = 0.0
@@ -87,31 +162,30 @@ class GuardedSite(web.BaseSite):
     async def start(self) -> None:
         await super().start()
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(self._protocol, sock=self._sock, backlog=self._backlog)
+        self._server = await loop.create_server(self._protocol, sock=self._sock, backlog=BACKLOG)
+        logging.getLogger("asyncio").addFilter(_accept_errors)
 
     def _protocol(self) -> asyncio.BaseProtocol:
         server = self._runner.server
         assert server is not None
-        connections = server.connections
-        if len(connections) >= self.max_connections and not self._evict(connections):
+        if len(self.live) >= self.max_connections and not self._evict():
             self.refused += 1
             self._warn()
             return _Refuse()
-        return server()
+        counted = _Counted(self, server())
+        self.live[counted] = None
+        return counted
 
-    def _evict(self, connections: list[RequestHandler]) -> bool:
+    def _evict(self) -> bool:
         """Close the oldest connection that is idle or still sending its headers. Returns False when every
         connection is serving a request (then the newcomer is refused instead)."""
-        for handler in connections:  # insertion order: oldest first
-            if not _busy(handler):
-                handler.force_close()
-                transport = handler.transport
-                if transport is not None:
-                    transport.abort()  # release the fd now, whatever is buffered
-                self.evicted += 1
-                self._warn()
-                return True
-        return False
+        victim = next((c for c in self.live if not c.busy), None)
+        if victim is None:
+            return False
+        victim.evict()
+        self.evicted += 1
+        self._warn()
+        return True
 
     def _warn(self) -> None:
         now = time.monotonic()
