@@ -127,6 +127,10 @@ async def test_duplicate_id_and_too_many_streams(start_server, test_settings) ->
         await client.send({"type": "synthesize", "id": "a", "text": "again", "voice": "en"})
         error = await next_error(client)
         assert error["code"] == "bad_request" and error["id"] is None and "already open" in error["message"]
+        # A malformed synthesize reusing the open id is refused without ending the open stream.
+        await client.send({"type": "synthesize", "id": "a", "text": "again", "speed": "fast"})
+        error = await next_error(client)
+        assert error["code"] == "bad_request" and error["id"] is None and "speed" in error["message"]
         await expect_stream_error(client, "third", "too_many_streams", voice="en")
         for rid in ("a", "b"):  # the open streams were not disturbed
             await client.send({"type": "append", "id": rid, "text": "Fine."})

@@ -84,12 +84,16 @@ class Connection:
             if not isinstance(message, Cancel):  # a cancel every few seconds must not keep a socket alive
                 self.last_activity = time.monotonic()
         except ServiceError as error:
-            # An error naming an open stream ends it: refusing an append but playing on would drop words.
+            # An error about an open stream's text ends it: refusing an append but playing on would drop
+            # words. A refused synthesize never touches the open stream of the same id (docs/protocol.md).
+            synthesize = isinstance(message, Synthesize) or getattr(error, "message_type", None) == "synthesize"
             stream = self.streams.get(error.request_id or "")
-            if stream is not None:
+            if stream is not None and not synthesize:
                 self._cancel(stream.id, outcome=error.code)
-            elif isinstance(message, Synthesize):
+            elif synthesize:
                 self.state.service.refused("ws", error)  # a refused request still counts as a request
+                if stream is not None:  # id null, as for any reuse of an open id: the open stream goes on
+                    error = error.for_request(None)
             await self.send_error(error)
 
     async def _dispatch(self, message: ClientMessage) -> None:

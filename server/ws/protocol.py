@@ -24,6 +24,15 @@ ERROR_CODES = frozenset(ERRORS)
 """The closed set of error codes, from the one table (server/core/errors.py; docs/protocol.md)."""
 
 
+class MessageError(ServiceError):
+    """A client message refused while parsing (``bad_request``); ``message_type`` is its ``type`` where known, so a
+    malformed ``synthesize`` is told apart from a malformed ``append`` to an open stream of the same id."""
+
+    def __init__(self, message: str, request_id: str | None = None, kind: str | None = None) -> None:
+        super().__init__("bad_request", message, request_id)
+        self.message_type = kind
+
+
 # -- client -> server ---------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -90,33 +99,33 @@ def parse_client_message(raw: str | bytes) -> ClientMessage:
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise ServiceError("bad_request", f"message is not valid JSON: {exc}") from None
+        raise MessageError(f"message is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
-        raise ServiceError("bad_request", "message must be a JSON object")
+        raise MessageError("message must be a JSON object")
     request_id = data.get("id") if isinstance(data.get("id"), str) else None
     kind = data.get("type")
     cls = _CLIENT_TYPES.get(kind) if isinstance(kind, str) else None
     if cls is None:
-        raise ServiceError("bad_request", f"unknown message type {kind!r}; expected one of "
+        raise MessageError(f"unknown message type {kind!r}; expected one of "
                             f"{', '.join(sorted(_CLIENT_TYPES))}", request_id)
     names = {f.name for f in fields(cls)}
     values: dict[str, Any] = {}
     for name in names:
         if name not in data or data[name] is None:
             if name in _REQUIRED:
-                raise ServiceError("bad_request", f"{kind} needs the field {name!r}", request_id)
+                raise MessageError(f"{kind} needs the field {name!r}", request_id, kind)
             continue
         value = data[name]
         expected = _FIELD_TYPES[name]
         if (isinstance(value, bool) and bool not in expected) or not isinstance(value, expected):
             type_name = " or ".join(t.__name__ for t in expected)
-            raise ServiceError("bad_request", f"field {name!r} must be {type_name}", request_id)
+            raise MessageError(f"field {name!r} must be {type_name}", request_id, kind)
         values[name] = value
     unknown = set(data) - names - {"type"}
     if unknown:
-        raise ServiceError("bad_request", f"unknown field(s) for {kind}: {', '.join(sorted(unknown))}", request_id)
+        raise MessageError(f"unknown field(s) for {kind}: {', '.join(sorted(unknown))}", request_id, kind)
     if not values["id"] or len(values["id"]) > MAX_ID_CHARS:
-        raise ServiceError("bad_request", f"id must be 1-{MAX_ID_CHARS} characters", None)
+        raise MessageError(f"id must be 1-{MAX_ID_CHARS} characters", None, kind)
     message: ClientMessage = cls(**values)
     return message
 
