@@ -182,7 +182,7 @@ class StepPlanner:
         gain = weight(first) * (slot * now - shared * delta)
         firsts = load.first or [False] * n
         loss = delta * shared * sum(weight(f) for f in firsts)
-        return gain > loss or n < self.target(load, frames)
+        return gain > loss or n < self.target(load, max(longest, frames))  # priced padded
 
     def target(self, load: Load, frames: int) -> int:
         """The request policy's first batch over active + queued items: with a long queue, the

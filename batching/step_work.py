@@ -90,22 +90,25 @@ def finish(model: StepModel[ItemT, OutT], keys: list[int], failed: dict[int, Bas
 
 
 def time_steps(model: StepModel[ItemT, OutT], items: Sequence[ItemT], sizes: Sequence[int]) -> list[CostSample]:
-    """Seconds of one step pass of ``size`` items, for every size (at most ``len(items)``), timed on the
-    live model as the scheduler will run it; the items are removed again. Items need more than
-    ``TIMED_STEPS`` steps."""
-    samples = []
-    for size in sizes:
-        keys: list[Hashable] = [("warm-up", n) for n in range(min(size, len(items)))]
-        try:
-            for key, item in zip(keys, items, strict=False):
-                model.add(item, key)
-            model.step_isolating()  # untimed: the first pass of a shape pays one-off costs
-            started = time.perf_counter()
-            for _ in range(TIMED_STEPS):
-                model.step_isolating()
-            _, frames = model.pass_cost()
-            samples.append(CostSample(len(keys), frames, (time.perf_counter() - started) / TIMED_STEPS))
-        finally:
-            for key in keys:
-                model.remove(key)
-    return samples
+    """Seconds of one step pass of ``size`` equal-length items, for every size and every distinct length
+    among ``items`` (one short and one long item seed how a step grows with frames as well as items),
+    timed on the live model as the scheduler will run it; the items are removed again. Items need more
+    than ``TIMED_STEPS`` + 1 steps."""
+    lengths = {model.cost(item): item for item in items}
+    return [_time_pass(model, item, size) for item in lengths.values() for size in sizes]
+
+
+def _time_pass(model: StepModel[ItemT, OutT], item: ItemT, size: int) -> CostSample:
+    keys: list[Hashable] = [("warm-up", n) for n in range(size)]
+    try:
+        for key in keys:
+            model.add(item, key)  # one item under several keys: equal rows, no padding
+        model.step_isolating()  # untimed: the first pass of a shape pays one-off costs
+        started = time.perf_counter()
+        for _ in range(TIMED_STEPS):
+            model.step_isolating()
+        seconds = (time.perf_counter() - started) / TIMED_STEPS
+        return CostSample(size, model.pass_cost()[1], seconds)
+    finally:
+        for key in keys:
+            model.remove(key)

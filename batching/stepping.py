@@ -113,9 +113,9 @@ class StepBatcher(Generic[ItemT, OutT]):
         return self.planner.seed(samples)
 
     async def seed_step_costs(self, items: Sequence[ItemT], sizes: Sequence[int]) -> Mapping[int, float]:
-        """Seed the per-step curve by timing single step passes of each size on the worker (call before
-        ``start``; ``items`` need a few steps each); then it keeps learning from every live step. Logs and
-        exports the predicted seconds of one step per active count."""
+        """Seed the per-step curve by timing single step passes of each size and each length among ``items``
+        on the worker (before ``start``); it then keeps learning from every live step. Logs and exports the
+        predicted seconds of one step per active count."""
         samples = await self.call_in_worker(time_steps, self.model, items, sizes)
         return self.planner.seed_passes(samples)
 

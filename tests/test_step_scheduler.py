@@ -185,3 +185,16 @@ def test_join_rule_weighs_first_chunks_and_keeps_caps() -> None:
     full = Load(active=[300] * 8, left=[10] * 8, queued=0)
     assert between.fits(Load([300], [10], 0), 300) and not between.fits(full, 300)  # max_batch_size
     assert not planner_with(lambda n: 0.01).fits(Load([30_000], [10], 0), 30_000)  # max_batch_frames
+
+
+async def test_seed_times_single_step_passes_per_size_and_length(engine: Engine, voice_en: Voice) -> None:
+    model = EngineStepModel(engine)
+    batcher: StepBatcher[SynthesisItem, np.ndarray] = StepBatcher(model, CONFIG)
+    items = [SynthesisItem("Hi.", voice_en, nfe_steps=4), SynthesisItem(LONG, voice_en, nfe_steps=4)]
+    table = await batcher.seed_step_costs(items, [1, 2])
+    samples = batcher.costs.seed_curve.samples
+    assert sorted((s.size, s.frames) for s in samples) == sorted(
+        (size, engine.cost(item)) for item in items for size in (1, 2))
+    assert all(s.seconds > 0 for s in samples) and table[1] > 0 and batcher.planner.learning
+    assert await batcher.call_in_worker(lambda: model.sampler.keys()) == []  # the timing items are gone
+    await batcher.close(drain=False)

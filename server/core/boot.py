@@ -61,8 +61,8 @@ async def prepare(settings: Settings, metrics: Metrics) -> Runtime:
         predicted = batcher.seed_costs(timings)
         if isinstance(batcher, StepBatcher):  # per-step curve: time single step passes, as it learns live
             voice = voices.get(DEFAULT_VOICE_ID) or engine.default_voice()
-            warm = [SynthesisItem("The quick brown fox jumps over the lazy dog.", voice,
-                                  nfe_steps=settings.default_nfe_steps, seed=n) for n in range(max(sizes))]
+            warm = [SynthesisItem(text, voice, nfe_steps=settings.default_nfe_steps)  # a short and a long length
+                    for text in ("Hello there.", "The quick brown fox jumps over the lazy dog near the river bank.")]
             predicted = await batcher.seed_step_costs(warm, sizes)
         log.info("model warm", extra={"seconds": round(engine.warmup_seconds, 3), "batch_sizes": sizes,
                                       "predicted_batch_s": predicted})
