@@ -1,0 +1,30 @@
+"""The upstream baseline launcher in scripts/bench_upstream.py: upstream's own socket server, started on the
+tiny checkpoint, answers one request on its wire (float32 PCM, then END). Guards the comparison against
+upstream API changes (the processor hooks it overrides) and environment drift (torchaudio's loader)."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from engine.tiny import ensure_tiny_model
+from scripts.bench_upstream import free_port, start, stop, tcp_open, upstream_command, upstream_request, wait_ready
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.slow
+def test_upstream_server_answers_on_the_tiny_model(tmp_path: Path) -> None:
+    port = free_port()
+    command = upstream_command(ensure_tiny_model(tmp_path / "tiny"), port, nfe_steps=4)
+    proc: subprocess.Popen[bytes] = start(command, tmp_path / "upstream.log", tmp_path, ROOT)
+    try:
+        wait_ready(proc, tcp_open(port), tmp_path / "upstream.log", timeout_s=90)
+        sample = asyncio.run(asyncio.wait_for(upstream_request(port, "Hello there, how are you?"), 60))
+    finally:
+        stop(proc)
+    assert sample.samples > 24_000 // 2  # at least half a second of audio
+    assert sample.ttfa_s is not None and sample.ttfa_s <= sample.latency_s
