@@ -132,6 +132,7 @@ class MicroBatcher(Generic[ItemT, OutT]):
         ticket.release = self._forget
         ticket.future.add_done_callback(lambda _f: self._forget(ticket))
         self._queue.push(ticket)
+        self.scheduler.arrived(now)
         self._report_depth()
         self._wakeup.set()
         return ticket

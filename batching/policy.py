@@ -68,11 +68,25 @@ def plan(queued: int, frames: int, predict: Predict, limits: Limits, fill: bool 
     return sizes
 
 
+def expected_queue(queued: int, frames: int, predict: Predict, limits: Limits, arrival_rate: float) -> int:
+    """The queue the next batch decides for: what is queued now, plus what will arrive while it drains.
+    Planning for the queued items alone is myopic under sustained load (closed-loop clients resubmit as
+    soon as they are served): it runs singles that each finish soonest, while the backlog behind them grows.
+    One fixed-point step: arrivals during the drain of the queue as it stands, capped at four full batches."""
+    if arrival_rate <= 0 or queued == 0:
+        return queued
+    drain = drain_seconds(queued, frames, predict, limits)
+    return queued + min(int(arrival_rate * drain), 4 * limits.max_size)
+
+
 def compose(tickets: Sequence[Ticket[ItemT]], now: float, predictor: Callable[[Hashable], Predict],
-            limits: Limits, slack_s: float) -> Selection[ItemT]:
-    """The next batch from ``tickets`` (queued, in arrival order; all keys), priced by ``predictor(key)``."""
+            limits: Limits, slack_s: float, arrival_rate: float = 0.0) -> Selection[ItemT]:
+    """The next batch from ``tickets`` (queued, in arrival order; all keys), priced by ``predictor(key)``;
+    ``arrival_rate`` (items/s) lets the plan count the work that will join the queue meanwhile."""
     anchor = choose_anchor(tickets, now, slack_s)
-    target = plan(len(tickets), anchor.cost, predictor(anchor.key), limits)[0]
+    predict = predictor(anchor.key)
+    planned = expected_queue(len(tickets), anchor.cost, predict, limits, arrival_rate)
+    target = plan(planned, anchor.cost, predict, limits)[0]
     candidates = [t for t in tickets if t is not anchor and t.key == anchor.key]
     candidates.sort(key=lambda t: (not t.first, abs(t.cost - anchor.cost), t.seq))
     batch, longest, real = [anchor], anchor.cost, anchor.cost

@@ -9,6 +9,7 @@ cost model keeps learning. Synchronous and I/O-free, like the queue: easy to tes
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Hashable, Iterable, Sequence
 from typing import Any, TypeVar
 
@@ -31,6 +32,8 @@ class Scheduler:
         self.limits = policy.Limits(config.max_batch_size, config.max_batch_frames, config.max_padding)
         self._running_until: float | None = None
         """Loop time the running batch is predicted to end; None while the model is idle."""
+        self._arrivals: deque[float] = deque(maxlen=64)
+        """Loop times of recent submissions, for the arrival rate the policy plans with."""
 
     # -- the cost model -------------------------------------------------------------------------------
 
@@ -69,10 +72,21 @@ class Scheduler:
 
     # -- policy ---------------------------------------------------------------------------------------
 
+    def arrived(self, now: float) -> None:
+        self._arrivals.append(now)
+
+    def arrival_rate(self, now: float, queued: int, window_s: float = 10.0) -> float:
+        """Items per second that arrived over the last ``window_s`` and have already left the queue: the
+        sustained rate of work. Items still queued are planned for as they are, and a one-off burst (all
+        still queued) must not read as a rate of thousands per second."""
+        recent = sum(1 for t in self._arrivals if now - t <= window_s)
+        return max(0, recent - queued) / window_s
+
     def select(self, queue: PendingQueue[ItemT], now: float) -> Selection[ItemT]:
         if self.config.policy == "fill" or not queue:
             return queue.select(self.config.max_batch_size, self.config.max_batch_frames)
-        return policy.compose(list(queue), now, self.predictor, self.limits, self.config.later_chunk_slack_s)
+        return policy.compose(list(queue), now, self.predictor, self.limits, self.config.later_chunk_slack_s,
+                              self.arrival_rate(now, len(queue)))
 
     # -- admission ------------------------------------------------------------------------------------
 
