@@ -135,11 +135,13 @@ def test_missing_files_and_unknown_model(tmp_path: Path, tiny_cache: Path) -> No
     bad_vocab.write_text("a\n \n")
     with pytest.raises(ModelLoadError, match="space as its first token"):
         load_vocab(str(bad_vocab))
-    with pytest.raises(ModelLoadError, match="CUDA is not available"):
-        if not torch.cuda.is_available():
-            Engine.load(EngineConfig(model="tiny", device="cuda", tiny_cache_dir=tiny_cache))
-        else:  # pragma: no cover - only on GPU machines
-            raise ModelLoadError("CUDA is not available")
+    # A device this machine lacks, whichever machine runs the test (no vacuous branch on GPU machines).
+    missing, message = ("cuda", "CUDA is not available") if not torch.cuda.is_available() else \
+        (f"cuda:{torch.cuda.device_count()}", "CUDA device")
+    with pytest.raises(ModelLoadError, match=message):
+        Engine.load(EngineConfig(model="tiny", device=missing, tiny_cache_dir=tiny_cache))
+    with pytest.raises(ModelLoadError, match="unknown device 'gpu0'"):
+        Engine.load(EngineConfig(model="tiny", device="gpu0", tiny_cache_dir=tiny_cache))
 
 
 def test_offline_hub_is_a_clear_error(tmp_path: Path) -> None:
