@@ -11,7 +11,7 @@ each step they share; not joining makes the newcomer wait until the next slot fr
 active item has left, at T(n)). A compute-bound curve (ΔT ≈ T(1)) therefore keeps near one item at a time
 (a FIFO: processor sharing would delay everyone and speed no one), a flat one (ΔT ≈ 0) fills every slot.
 With a long queue, throughput is what everyone waits for: the request policy's batch plan over active +
-queued items (``target``) may also open slots.
+queued items (``target``) may also open slots, while padding stays within ``max_padding``.
 """
 
 from __future__ import annotations
@@ -182,7 +182,12 @@ class StepPlanner:
         gain = weight(first) * (slot * now - shared * delta)
         firsts = load.first or [False] * n
         loss = delta * shared * sum(weight(f) for f in firsts)
-        return gain > loss or n < self.target(load, max(longest, frames))  # priced padded
+        if gain > loss:
+            return True
+        # Throughput for a long queue: only while padding stays bounded (the plan prices equal lengths).
+        grown = max(longest, frames)
+        padded = 1 - (sum(load.active) + frames) / (grown * (n + 1)) > self.config.max_padding
+        return not padded and n < self.target(load, grown)
 
     def target(self, load: Load, frames: int) -> int:
         """The request policy's first batch over active + queued items: with a long queue, the
