@@ -59,7 +59,6 @@ class MicroBatcher(Generic[ItemT, OutT]):
         self._closed = False
         self.scheduler = Scheduler(self.config, self.observer)
         self.costs = self.scheduler.costs
-        self.batches_run = 0
 
     # -- lifecycle ------------------------------------------------------------------------------------
 
@@ -253,7 +252,6 @@ class MicroBatcher(Generic[ItemT, OutT]):
         self._record(live, outcomes, seconds)
 
     def _record(self, live: list[Ticket[ItemT]], outcomes: list[Outcome], seconds: float) -> None:
-        self.batches_run += 1
         costs = [t.cost for t in live]
         # Retried halves or skipped items would teach the cost model a batch that never ran.
         predicted = self.scheduler.finished(live, seconds, clean=all(ok for ok, _ in outcomes))
