@@ -19,18 +19,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import time
-from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Generic, TypeVar
+from typing import TypeVar
 
+from batching.base import BatcherBase
 from batching.config import BatcherConfig
 from batching.cost import CostSample
-from batching.errors import BatcherClosedError, BatcherError, QueueFullError, QueueTimeoutError
-from batching.protocol import BatchModel, BatchObserver, NullObserver
-from batching.queue import PendingQueue, Selection, Ticket
+from batching.errors import BatcherClosedError, BatcherError, QueueFullError
+from batching.protocol import BatchModel, BatchObserver
+from batching.queue import Selection, Ticket
 from batching.scheduler import Scheduler
 from batching.splitting import Outcome, run_split
 
@@ -38,70 +38,25 @@ log = logging.getLogger(__name__)
 
 ItemT = TypeVar("ItemT")
 OutT = TypeVar("OutT")
-R = TypeVar("R")
 
 
-class MicroBatcher(Generic[ItemT, OutT]):
+class MicroBatcher(BatcherBase[ItemT, OutT]):
+    name = "batcher"
+    thread_name = "tts-batch"
+
     def __init__(self, model: BatchModel[ItemT, OutT], config: BatcherConfig | None = None,
                  observer: BatchObserver | None = None, executor: ThreadPoolExecutor | None = None) -> None:
         """``executor``: a one-thread pool to share with other batchers on the same model (benchmarks
         comparing policies: one model thread keeps one warm kernel cache); default: this batcher's own."""
+        super().__init__(config or BatcherConfig(), observer, executor)
         self.model = model
-        self.config = config or BatcherConfig()
-        self.observer: BatchObserver = observer or NullObserver()
-        self._queue: PendingQueue[ItemT] = PendingQueue()
         self._running: list[Ticket[ItemT]] = []
-        self._seq = itertools.count()
-        self._wakeup = asyncio.Event()
-        self._owns_executor = executor is None
-        self._executor = executor or ThreadPoolExecutor(max_workers=1, thread_name_prefix="tts-batch")
-        self._task: asyncio.Task[None] | None = None
-        self._closed = False
         self.scheduler = Scheduler(self.config, self.observer)
         self.costs = self.scheduler.costs
-
-    # -- lifecycle ------------------------------------------------------------------------------------
-
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._loop(), name="micro-batcher")
-        self._task.add_done_callback(self._on_loop_exit)
-
-    async def close(self, drain: bool = True, timeout: float | None = None) -> None:
-        """Stop taking work. With ``drain``, finish what is queued and running first (up to ``timeout``)."""
-        self._closed = True
-        self._wakeup.set()
-        if self._task is not None:
-            if drain:
-                with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
-                    await asyncio.wait_for(asyncio.shield(self._task), timeout)
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-        self._fail_all(BatcherClosedError("the server is shutting down"))
-        if self._owns_executor:
-            self._executor.shutdown(wait=False, cancel_futures=True)
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    @property
-    def queued(self) -> int:
-        return len(self._queue)
-
-    @property
-    def queued_frames(self) -> int:
-        return self._queue.frames
 
     @property
     def running(self) -> int:
         return len(self._running)
-
-    async def call_in_worker(self, fn: Callable[..., R], *args: Any) -> R:
-        """Run ``fn`` on the batcher's worker thread, in turn with batches. Model work (warm-up, voice
-        preparation) belongs on this one thread: thread-local kernel caches and handles (oneDNN, cuBLAS)
-        are then warm for batches, and no second thread's OpenMP team competes for the cores."""
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     def seed_costs(self, samples: Iterable[CostSample | tuple[int, int, float]]) -> Mapping[int, float]:
         """Start the cost model from timed passes (size, padded frames per item, seconds), e.g. the
@@ -113,34 +68,14 @@ class MicroBatcher(Generic[ItemT, OutT]):
     def submit(self, item: ItemT, *, first: bool = False, request_id: str | None = None,
                timeout_s: float | None = None) -> Ticket[ItemT]:
         """Queue ``item``; its result (or typed error) arrives on ``ticket.future``."""
-        if self._closed:
-            self.observer.rejected("shutting_down")
-            raise BatcherClosedError("the server is shutting down")
+        self._refuse_if_closed()
         cost, key = int(self.model.cost(item)), self.model.batch_key(item)
-        loop = asyncio.get_running_loop()
-        now = loop.time()
+        now = asyncio.get_running_loop().time()
         self._check_capacity(cost, key, now)
         if first and self.config.admission:
             self.scheduler.admit(self._queue, cost, key, now)
-        ticket: Ticket[ItemT] = Ticket(
-            item=item, cost=cost, key=key, first=first, seq=next(self._seq),
-            enqueued_at=now, deadline=now + (timeout_s or self.config.queue_timeout_s),
-            future=loop.create_future(), request_id=request_id,
-        )
-        ticket.timer = loop.call_at(ticket.deadline, self._expire, ticket)
-        ticket.release = self._forget
-        ticket.future.add_done_callback(lambda _f: self._forget(ticket))
-        self._queue.push(ticket)
         self.scheduler.arrived(now)
-        self._report_depth()
-        self._wakeup.set()
-        return ticket
-
-    async def run(self, item: ItemT, **kwargs: Any) -> OutT:
-        """Submit and wait; cancelling the caller cancels the item."""
-        ticket = self.submit(item, **kwargs)
-        result: OutT = await ticket.future
-        return result
+        return self._enqueue(item, cost, key, first, request_id, timeout_s)
 
     def _check_capacity(self, cost: int, key: Hashable, now: float) -> None:
         config = self.config
@@ -169,20 +104,6 @@ class MicroBatcher(Generic[ItemT, OutT]):
         admission is on; front ends call it to refuse before they commit to a response."""
         now = asyncio.get_running_loop().time()
         return self.scheduler.admit(self._queue, int(self.model.cost(item)), self.model.batch_key(item), now)
-
-    def _expire(self, ticket: Ticket[ItemT]) -> None:
-        if self._queue.remove(ticket):
-            self._report_depth()
-            self._settle(ticket, False, QueueTimeoutError(
-                f"not started within {ticket.deadline - ticket.enqueued_at:.1f} s (server overloaded)"))
-
-    def _forget(self, ticket: Ticket[ItemT]) -> None:
-        """Done callback: a cancelled (or otherwise settled) ticket leaves the queue at once."""
-        ticket.started.set()
-        if ticket.timer is not None:
-            ticket.timer.cancel()
-        if self._queue.remove(ticket):
-            self._report_depth()
 
     # -- the loop -------------------------------------------------------------------------------------
 
@@ -269,32 +190,7 @@ class MicroBatcher(Generic[ItemT, OutT]):
 
     # -- settling -------------------------------------------------------------------------------------
 
-    def _settle(self, ticket: Ticket[ItemT], ok: bool, value: Any) -> None:
-        if ticket.future.done():  # cancelled meanwhile: drop the result silently
-            return
-        if ok:
-            ticket.future.set_result(value)
-        else:
-            ticket.future.set_exception(value)
-
     def _fail_running(self, error: BaseException) -> None:
         for ticket in self._running:
             self._settle(ticket, False, error)
         self._running = []
-
-    def _fail_all(self, error: BaseException) -> None:
-        for ticket in self._queue:
-            self._queue.remove(ticket)
-            self._settle(ticket, False, error)
-        self._fail_running(error)
-        self._report_depth()
-
-    def _on_loop_exit(self, task: asyncio.Task[None]) -> None:
-        """If the loop ever dies, nobody may hang on a future: fail everything, refuse new work."""
-        self._closed = True
-        if not task.cancelled() and task.exception() is not None:
-            log.error("batcher loop died", exc_info=task.exception())
-        self._fail_all(BatcherClosedError("the batcher stopped"))
-
-    def _report_depth(self) -> None:
-        self.observer.queue_depth(len(self._queue), self._queue.frames)

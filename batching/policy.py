@@ -22,6 +22,8 @@ from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
+from batching.errors import QueueFullError
+from batching.protocol import BatchObserver
 from batching.queue import Selection, Ticket
 
 ItemT = TypeVar("ItemT")
@@ -101,6 +103,19 @@ def compose(tickets: Sequence[Ticket[ItemT]], now: float, predictor: Callable[[H
     # Full: the plan wants no more, or a candidate was left out: waiting for arrivals cannot help now.
     full = len(batch) >= target or len(batch) < len(candidates) + 1
     return Selection(batch, full=full, partners_waiting=bool(candidates))
+
+
+def within_budget(backlog: float, predicted: float, budget_s: float, observer: BatchObserver) -> float:
+    """Admission: raise ``QueueFullError`` when the first audio (``predicted`` seconds away, ``backlog`` of
+    them waiting for work ahead) would miss the budget because of that work; an item too slow for the
+    budget on an idle model is still served, since refusing it cannot make it sooner. The retry hint is
+    when the backlog will have drained enough. Returns the prediction."""
+    over = min(predicted - budget_s, backlog)
+    if over > 0:
+        observer.rejected("over_budget")
+        raise QueueFullError(f"first audio predicted in {predicted:.1f} s, over the {budget_s:.1f} s budget",
+                             retry_after_ms=max(50, int(1000 * over)))
+    return predicted
 
 
 def drain_seconds(queued: int, frames: int, predict: Predict, limits: Limits, fill: bool = False) -> float:

@@ -28,7 +28,7 @@ class Ticket(Generic[ItemT]):
     future: asyncio.Future[Any]
     request_id: str | None = None
     timer: asyncio.TimerHandle | None = field(default=None, repr=False)
-    release: Callable[[Ticket[ItemT]], None] | None = field(default=None, repr=False)
+    release: Callable[[Ticket[ItemT]], object] | None = field(default=None, repr=False)
     started: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
     """Set when the item is taken into a batch (or settled without running)."""
     """Set by the batcher: takes the ticket out of the queue synchronously."""

@@ -16,7 +16,6 @@ from typing import Any, TypeVar
 from batching import policy
 from batching.config import BatcherConfig
 from batching.cost import CostModel, CostSample
-from batching.errors import QueueFullError
 from batching.protocol import BatchObserver, CostObserver
 from batching.queue import PendingQueue, Selection, Ticket
 
@@ -95,18 +94,11 @@ class Scheduler:
         return self.backlog(queue, cost, key, now) + self.costs.predict(key, 1, cost)
 
     def admit(self, queue: PendingQueue[Any], cost: int, key: Hashable, now: float) -> float:
-        """Refuse (``QueueFullError``) when the first audio would miss the budget because of the work
-        ahead of it; an item too slow for the budget on an idle model is still served, since refusing
-        it cannot make it sooner. The retry hint is when the backlog will have drained enough."""
+        """Refuse (``QueueFullError``) a first chunk whose first audio would miss the budget because of
+        the work ahead of it (``policy.within_budget``)."""
         backlog = self.backlog(queue, cost, key, now)
-        predicted = backlog + self.costs.predict(key, 1, cost)
-        over = min(predicted - self.config.admission_ttfa_s, backlog)
-        if over > 0:
-            self.observer.rejected("over_budget")
-            raise QueueFullError(f"first audio predicted in {predicted:.1f} s, over the "
-                                 f"{self.config.admission_ttfa_s:.1f} s budget",
-                                 retry_after_ms=max(50, int(1000 * over)))
-        return predicted
+        return policy.within_budget(backlog, backlog + self.costs.predict(key, 1, cost),
+                                    self.config.admission_ttfa_s, self.observer)
 
     def backlog(self, queue: PendingQueue[Any], cost: int, key: Hashable, now: float) -> float:
         """Predicted seconds until the model is free of everything running and queued now."""

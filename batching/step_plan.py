@@ -241,10 +241,4 @@ class StepPlanner:
         """Refuse (``QueueFullError``) when the first audio would miss the budget because of the work
         ahead of it; as the request scheduler, an item too slow even alone is still served."""
         backlog, predicted = self.first_audio(load, frames, steps)
-        over = min(predicted - self.config.admission_ttfa_s, backlog)
-        if over > 0:
-            self.observer.rejected("over_budget")
-            raise QueueFullError(f"first audio predicted in {predicted:.1f} s, over the "
-                                 f"{self.config.admission_ttfa_s:.1f} s budget",
-                                 retry_after_ms=max(50, int(1000 * over)))
-        return predicted
+        return policy.within_budget(backlog, predicted, self.config.admission_ttfa_s, self.observer)

@@ -19,21 +19,19 @@ applied by the worker before the next step.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
-import itertools
 import logging
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Generic, TypeVar
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TypeVar
 
 from batching import policy
+from batching.base import BatcherBase
 from batching.config import BatcherConfig
 from batching.cost import CostSample
-from batching.errors import BatcherClosedError, BatcherError, QueueTimeoutError
-from batching.protocol import BatchObserver, NullObserver
-from batching.queue import PendingQueue, Ticket
+from batching.errors import BatcherClosedError, BatcherError
+from batching.protocol import BatchObserver
+from batching.queue import Ticket
 from batching.step_plan import STEP_KEY, Load, StepModel, StepPlanner
 from batching.step_work import StepPass, time_steps, work
 
@@ -44,68 +42,28 @@ OutT = TypeVar("OutT")
 R = TypeVar("R")
 
 
-class StepBatcher(Generic[ItemT, OutT]):
+class StepBatcher(BatcherBase[ItemT, OutT]):
+    name = "step"
+    thread_name = "tts-step"
+
     def __init__(self, model: StepModel[ItemT, OutT], config: BatcherConfig | None = None,
                  observer: BatchObserver | None = None, seed_steps: int = 32) -> None:
+        super().__init__(config or BatcherConfig(scheduler="step"), observer)
         self.model = model
-        self.config = config or BatcherConfig(scheduler="step")
-        self.observer: BatchObserver = observer or NullObserver()
         self.planner = StepPlanner(self.config, self.observer, seed_steps)
         self.costs = self.planner.costs
-        self._queue: PendingQueue[ItemT] = PendingQueue()
         self._active: dict[int, Ticket[ItemT]] = {}
         self._left: dict[int, int] = {}
         """Steps each active ticket has left (loop-side mirror, for predictions)."""
         self._joining: list[Ticket[ItemT]] = []
         self._leaving: list[int] = []
-        self._seq = itertools.count()
-        self._wakeup = asyncio.Event()
         self._news = threading.Event()
         """Set on the loop by a submit or cancel; read by the worker between steps (``step_work.work``)."""
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tts-step")
-        self._task: asyncio.Task[None] | None = None
-        self._closed = False
         self.steps_run = 0
-
-    # -- lifecycle and figures ------------------------------------------------------------------------
-
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._loop(), name="step-batcher")
-        self._task.add_done_callback(self._on_loop_exit)
-
-    async def close(self, drain: bool = True, timeout: float | None = None) -> None:
-        """Stop taking work. With ``drain``, finish what is queued and active first (up to ``timeout``)."""
-        self._closed = True
-        self._wakeup.set()
-        if self._task is not None:
-            if drain:
-                with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
-                    await asyncio.wait_for(asyncio.shield(self._task), timeout)
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-        self._fail_all(BatcherClosedError("the server is shutting down"))
-        self._executor.shutdown(wait=False, cancel_futures=True)
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    @property
-    def queued(self) -> int:
-        return len(self._queue)
-
-    @property
-    def queued_frames(self) -> int:
-        return self._queue.frames
 
     @property
     def running(self) -> int:
         return len(self._active)
-
-    async def call_in_worker(self, fn: Callable[..., R], *args: Any) -> R:
-        """Run ``fn`` on the model's one worker thread, between steps (warm-up, voice preparation)."""
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     def seed_costs(self, samples: Iterable[CostSample | tuple[int, int, float]]) -> Mapping[int, float]:
         """Fallback seed: the engine warm-up's whole-batch timings (at ``seed_steps`` steps) / steps. The
@@ -124,33 +82,14 @@ class StepBatcher(Generic[ItemT, OutT]):
     def submit(self, item: ItemT, *, first: bool = False, request_id: str | None = None,
                timeout_s: float | None = None) -> Ticket[ItemT]:
         """Queue ``item``; its result (or typed error) arrives on ``ticket.future``."""
-        if self._closed:
-            self.observer.rejected("shutting_down")
-            raise BatcherClosedError("the server is shutting down")
+        self._refuse_if_closed()
         cost = int(self.model.cost(item))
         self.planner.check_capacity(self._load(), len(self._queue), self._queue.frames, cost)
         if first and self.config.admission:
             self.admit(item)
-        loop = asyncio.get_running_loop()
-        now = loop.time()
-        ticket: Ticket[ItemT] = Ticket(
-            item=item, cost=cost, key=STEP_KEY, first=first, seq=next(self._seq), enqueued_at=now,
-            deadline=now + (timeout_s or self.config.queue_timeout_s), future=loop.create_future(),
-            request_id=request_id,
-        )
-        ticket.timer = loop.call_at(ticket.deadline, self._expire, ticket)
-        ticket.release = self._forget
-        ticket.future.add_done_callback(lambda _f: self._forget(ticket))
-        self._queue.push(ticket)
-        self._report_depth()
-        self._wakeup.set()
+        ticket = self._enqueue(item, cost, STEP_KEY, first, request_id, timeout_s)
         self._news.set()
         return ticket
-
-    async def run(self, item: ItemT, **kwargs: Any) -> OutT:
-        """Submit and wait; cancelling the caller cancels the item."""
-        result: OutT = await self.submit(item, **kwargs).future
-        return result
 
     # -- admission control ----------------------------------------------------------------------------
 
@@ -179,7 +118,7 @@ class StepBatcher(Generic[ItemT, OutT]):
                 raise
             except Exception:  # a bug here must not stop the service; the items involved are failed
                 log.exception("step loop error")
-                self._fail_active(BatcherError("internal batching error"))
+                self._fail_running(BatcherError("internal batching error"))
                 await asyncio.sleep(0)
 
     async def _has_work(self) -> bool:
@@ -225,7 +164,7 @@ class StepBatcher(Generic[ItemT, OutT]):
             return await loop.run_in_executor(self._executor, work, self.model, joining, leaving, self._news.is_set,
                                               self._stepped)
         except asyncio.CancelledError:  # closed without drain: the thread's results will be dropped
-            self._fail_active(BatcherClosedError("the server is shutting down"))
+            self._fail_running(BatcherClosedError("the server is shutting down"))
             raise
 
     def _stepped(self) -> None:
@@ -250,51 +189,19 @@ class StepBatcher(Generic[ItemT, OutT]):
         self._left.pop(key, None)
         return self._active.pop(key, None)
 
-    def _settle(self, ticket: Ticket[ItemT] | None, ok: bool, value: Any) -> None:
-        if ticket is None or ticket.future.done():  # cancelled meanwhile: drop the result silently
-            return
-        if ok:
-            ticket.future.set_result(value)
-        else:
-            ticket.future.set_exception(value)
-
-    def _expire(self, ticket: Ticket[ItemT]) -> None:
-        if self._queue.remove(ticket):
-            self._report_depth()
-            self._settle(ticket, False, QueueTimeoutError(
-                f"not started within {ticket.deadline - ticket.enqueued_at:.1f} s (server overloaded)"))
-
-    def _forget(self, ticket: Ticket[ItemT]) -> None:
-        """Done callback and ``Ticket.cancel``: a settled ticket leaves the queue at once; an active one
-        leaves the model at the next step (the worker applies it)."""
-        ticket.started.set()
-        if ticket.timer is not None:
-            ticket.timer.cancel()
-        if self._queue.remove(ticket):
-            self._report_depth()
-        elif ticket.future.cancelled() and self._release(ticket.seq) is not None:
+    def _forget(self, ticket: Ticket[ItemT]) -> bool:
+        """As the base; besides, a cancelled active ticket leaves the model at the next step (the worker
+        applies it)."""
+        if super()._forget(ticket):
+            return True
+        if ticket.future.cancelled() and self._release(ticket.seq) is not None:
             self._leaving.append(ticket.seq)
             self._news.set()
+        return False
 
-    def _fail_active(self, error: BaseException) -> None:
-        self._leaving.extend(self._active)  # the model may still hold them; removing an unknown key is harmless
+    def _fail_running(self, error: BaseException) -> None:
+        """The active tickets; the model may still hold them, and removing an unknown key is harmless."""
+        self._leaving.extend(self._active)
         self._joining = []
         for key in list(self._active):
             self._settle(self._release(key), False, error)
-
-    def _fail_all(self, error: BaseException) -> None:
-        for ticket in self._queue:
-            self._queue.remove(ticket)
-            self._settle(ticket, False, error)
-        self._fail_active(error)
-        self._report_depth()
-
-    def _on_loop_exit(self, task: asyncio.Task[None]) -> None:
-        """If the loop ever dies, nobody may hang on a future: fail everything, refuse new work."""
-        self._closed = True
-        if not task.cancelled() and task.exception() is not None:
-            log.error("step loop died", exc_info=task.exception())
-        self._fail_all(BatcherClosedError("the batcher stopped"))
-
-    def _report_depth(self) -> None:
-        self.observer.queue_depth(len(self._queue), self._queue.frames)

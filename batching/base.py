@@ -1,0 +1,176 @@
+"""What the two schedulers share: the queue of tickets, the one model thread, the loop task's lifecycle,
+deadlines and cancellation of queued tickets, and settling every future exactly once.
+
+``MicroBatcher`` (whole batches) and ``StepBatcher`` (items join between flow steps) differ only in how
+queued tickets reach the model; each supplies its loop (``_loop``), how it fails the tickets the model
+holds (``_fail_running``) and how many those are (``running``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+from collections.abc import Callable, Hashable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Generic, TypeVar
+
+from batching.config import BatcherConfig
+from batching.errors import BatcherClosedError, QueueTimeoutError
+from batching.protocol import BatchObserver, NullObserver
+from batching.queue import PendingQueue, Ticket
+
+log = logging.getLogger(__name__)
+
+ItemT = TypeVar("ItemT")
+OutT = TypeVar("OutT")
+R = TypeVar("R")
+
+
+class BatcherBase(Generic[ItemT, OutT]):
+    name = "batcher"
+    """For the loop task and log lines."""
+    thread_name = "tts-batch"
+
+    def __init__(self, config: BatcherConfig, observer: BatchObserver | None,
+                 executor: ThreadPoolExecutor | None = None) -> None:
+        self.config = config
+        self.observer: BatchObserver = observer or NullObserver()
+        self._queue: PendingQueue[ItemT] = PendingQueue()
+        self._seq = itertools.count()
+        self._wakeup = asyncio.Event()
+        self._owns_executor = executor is None
+        self._executor = executor or ThreadPoolExecutor(max_workers=1, thread_name_prefix=self.thread_name)
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+
+    # -- lifecycle and figures ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name=self.name)
+        self._task.add_done_callback(self._on_loop_exit)
+
+    async def close(self, drain: bool = True, timeout: float | None = None) -> None:
+        """Stop taking work. With ``drain``, finish what is queued and running first (up to ``timeout``)."""
+        self._closed = True
+        self._wakeup.set()
+        if self._task is not None:
+            if drain:
+                with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+                    await asyncio.wait_for(asyncio.shield(self._task), timeout)
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        self._fail_all(BatcherClosedError("the server is shutting down"))
+        if self._owns_executor:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    @property
+    def queued_frames(self) -> int:
+        return self._queue.frames
+
+    @property
+    def running(self) -> int:
+        raise NotImplementedError
+
+    async def call_in_worker(self, fn: Callable[..., R], *args: Any) -> R:
+        """Run ``fn`` on the model's one worker thread, in turn with the model's own work. Model work
+        (warm-up, voice preparation) belongs on this one thread: thread-local kernel caches and handles
+        (oneDNN, cuBLAS) are then warm for batches, and no second thread's OpenMP team competes for the cores."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    async def run(self, item: ItemT, **kwargs: Any) -> OutT:
+        """Submit and wait; cancelling the caller cancels the item."""
+        result: OutT = await self.submit(item, **kwargs).future
+        return result
+
+    def submit(self, item: ItemT, *, first: bool = False, request_id: str | None = None,
+               timeout_s: float | None = None) -> Ticket[ItemT]:
+        raise NotImplementedError
+
+    # -- queueing -------------------------------------------------------------------------------------
+
+    def _refuse_if_closed(self) -> None:
+        if self._closed:
+            self.observer.rejected("shutting_down")
+            raise BatcherClosedError("the server is shutting down")
+
+    def _enqueue(self, item: ItemT, cost: int, key: Hashable, first: bool, request_id: str | None,
+                 timeout_s: float | None) -> Ticket[ItemT]:
+        """A ticket for an admitted item, queued with its deadline timer and cancellation hooks."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        ticket: Ticket[ItemT] = Ticket(
+            item=item, cost=cost, key=key, first=first, seq=next(self._seq), enqueued_at=now,
+            deadline=now + (timeout_s or self.config.queue_timeout_s), future=loop.create_future(),
+            request_id=request_id,
+        )
+        ticket.timer = loop.call_at(ticket.deadline, self._expire, ticket)
+        ticket.release = self._forget
+        ticket.future.add_done_callback(lambda _f: self._forget(ticket))
+        self._queue.push(ticket)
+        self._report_depth()
+        self._wakeup.set()
+        return ticket
+
+    def _expire(self, ticket: Ticket[ItemT]) -> None:
+        if self._queue.remove(ticket):
+            self._report_depth()
+            self._settle(ticket, False, QueueTimeoutError(
+                f"not started within {ticket.deadline - ticket.enqueued_at:.1f} s (server overloaded)"))
+
+    def _forget(self, ticket: Ticket[ItemT]) -> bool:
+        """Done callback and ``Ticket.cancel``: a settled ticket leaves the queue at once. Returns whether
+        it was still queued."""
+        ticket.started.set()
+        if ticket.timer is not None:
+            ticket.timer.cancel()
+        if self._queue.remove(ticket):
+            self._report_depth()
+            return True
+        return False
+
+    # -- the loop -------------------------------------------------------------------------------------
+
+    async def _loop(self) -> None:
+        raise NotImplementedError
+
+    def _on_loop_exit(self, task: asyncio.Task[None]) -> None:
+        """If the loop ever dies, nobody may hang on a future: fail everything, refuse new work."""
+        self._closed = True
+        if not task.cancelled() and task.exception() is not None:
+            log.error("%s loop died", self.name, exc_info=task.exception())
+        self._fail_all(BatcherClosedError("the batcher stopped"))
+
+    # -- settling -------------------------------------------------------------------------------------
+
+    def _settle(self, ticket: Ticket[ItemT] | None, ok: bool, value: Any) -> None:
+        if ticket is None or ticket.future.done():  # cancelled meanwhile: drop the result silently
+            return
+        if ok:
+            ticket.future.set_result(value)
+        else:
+            ticket.future.set_exception(value)
+
+    def _fail_running(self, error: BaseException) -> None:
+        """Fail every ticket the model holds now."""
+        raise NotImplementedError
+
+    def _fail_all(self, error: BaseException) -> None:
+        for ticket in self._queue:
+            self._queue.remove(ticket)
+            self._settle(ticket, False, error)
+        self._fail_running(error)
+        self._report_depth()
+
+    def _report_depth(self) -> None:
+        self.observer.queue_depth(len(self._queue), self._queue.frames)
