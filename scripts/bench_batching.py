@@ -24,26 +24,19 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from batching import BatcherConfig, MicroBatcher
+from batching import BatcherConfig, MicroBatcher, NullObserver
 from engine import Engine, EngineConfig, SynthesisItem, Voice
 from scripts.bench_engine import TEXTS, reference_voice
 
 
-class BatchSizes:
+class BatchSizes(NullObserver):
+    """Observer that keeps the size of every batch."""
+
     def __init__(self) -> None:
         self.sizes: list[int] = []
 
-    def queue_depth(self, items: int, frames: int) -> None:
-        pass
-
-    def queue_wait(self, seconds: float) -> None:
-        pass
-
     def batch_done(self, size: int, seconds: float, padded_frames: int, real_frames: int) -> None:
         self.sizes.append(size)
-
-    def rejected(self, reason: str) -> None:
-        pass
 
 
 def item(voice: Voice, n: int, nfe: int) -> SynthesisItem:

@@ -22,29 +22,15 @@ import numpy as np
 from batching import BatcherConfig, MicroBatcher, StepBatcher
 from engine import Engine, SynthesisItem, Voice, warmup_batch_sizes
 from engine.step_model import EngineStepModel
+from scripts.bench_batching import BatchSizes
 
 Batcher = MicroBatcher[SynthesisItem, np.ndarray] | StepBatcher[SynthesisItem, np.ndarray]
 POLICIES = ("fill", "latency", "step")
 WARM_TEXTS = ("Warming up the model.", "The quick brown fox jumps over the lazy dog near the river.")
 
 
-class SizeLog:
+class SizeLog(BatchSizes):
     """Observer that keeps the batch sizes of the current phase."""
-
-    def __init__(self) -> None:
-        self.sizes: list[int] = []
-
-    def queue_depth(self, items: int, frames: int) -> None:
-        pass
-
-    def queue_wait(self, seconds: float) -> None:
-        pass
-
-    def batch_done(self, size: int, seconds: float, padded_frames: int, real_frames: int) -> None:
-        self.sizes.append(size)
-
-    def rejected(self, reason: str) -> None:
-        pass
 
     def take(self) -> dict[str, Any]:
         sizes, self.sizes = self.sizes, []
