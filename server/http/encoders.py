@@ -61,27 +61,35 @@ class WavEncoder:
         return self._header or b""  # an empty response is still a valid (empty) WAV
 
 
-class SndfileEncoder:
-    def __init__(self, fmt: str, sample_rate: int) -> None:
-        container, subtype = _LIBSNDFILE[fmt]
-        self._buffer = io.BytesIO()
-        self._file = sf.SoundFile(self._buffer, "w", samplerate=sample_rate, channels=1, format=container,
-                                  subtype=subtype)
+class _Drained(io.BytesIO):
+    """A file an encoder library writes into, read out as it grows: ``new_bytes`` is what was written
+    since the last call."""
+
+    def __init__(self) -> None:
+        super().__init__()
         self._sent = 0
 
-    def _new_bytes(self) -> bytes:
-        data = self._buffer.getbuffer()
+    def new_bytes(self) -> bytes:
+        data = self.getbuffer()
         chunk = bytes(data[self._sent :])
         self._sent = len(data)
         return chunk
 
+
+class SndfileEncoder:
+    def __init__(self, fmt: str, sample_rate: int) -> None:
+        container, subtype = _LIBSNDFILE[fmt]
+        self.buffer = _Drained()
+        self._file = sf.SoundFile(self.buffer, "w", samplerate=sample_rate, channels=1, format=container,
+                                  subtype=subtype)
+
     def encode(self, pcm: bytes) -> bytes:
         self._file.write(np.frombuffer(pcm, dtype="<i2"))
-        return self._new_bytes()
+        return self.buffer.new_bytes()
 
     def finish(self) -> bytes:
         self._file.close()
-        return self._new_bytes()
+        return self.buffer.new_bytes()
 
 
 class Mp3Encoder:
@@ -106,19 +114,12 @@ class AacEncoder:
         import av
 
         self._av = av
-        self._buffer = io.BytesIO()
-        self._sent = 0
+        self._buffer = _Drained()
         self._container = av.open(self._buffer, "w", format="adts")
         self._stream = self._container.add_stream("aac", rate=sample_rate, layout="mono")
         self._stream.bit_rate = AAC_KBPS * 1000
         self._rate = sample_rate
         self._pts = 0
-
-    def _new_bytes(self) -> bytes:
-        data = self._buffer.getbuffer()
-        chunk = bytes(data[self._sent :])
-        self._sent = len(data)
-        return chunk
 
     def _mux(self, frame: object) -> None:
         for packet in self._stream.encode(frame):  # type: ignore[arg-type]
@@ -130,12 +131,12 @@ class AacEncoder:
         frame.sample_rate, frame.pts = self._rate, self._pts
         self._pts += samples.shape[1]
         self._mux(frame)
-        return self._new_bytes()
+        return self._buffer.new_bytes()
 
     def finish(self) -> bytes:
         self._mux(None)
         self._container.close()
-        return self._new_bytes()
+        return self._buffer.new_bytes()
 
 
 class WholeFileEncoder:
@@ -150,7 +151,7 @@ class WholeFileEncoder:
 
     def finish(self) -> bytes:
         self._inner.finish()
-        return self._inner._buffer.getvalue()
+        return self._inner.buffer.getvalue()
 
 
 Encoder = PcmEncoder | WavEncoder | SndfileEncoder | Mp3Encoder | AacEncoder | WholeFileEncoder
