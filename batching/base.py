@@ -34,13 +34,15 @@ class BatcherBase(Generic[ItemT, OutT]):
     thread_name = "tts-batch"
 
     def __init__(self, config: BatcherConfig, observer: BatchObserver | None,
-                 executor: ThreadPoolExecutor | None = None) -> None:
+                 executor: ThreadPoolExecutor | None = None, owns_executor: bool | None = None) -> None:
+        """``executor``: the model's one thread, when it exists before the batcher (the server loads the
+        model on it); ``owns_executor``: shut it down on ``close`` (default: only the batcher's own)."""
         self.config = config
         self.observer: BatchObserver = observer or NullObserver()
         self._queue: PendingQueue[ItemT] = PendingQueue()
         self._seq = itertools.count()
         self._wakeup = asyncio.Event()
-        self._owns_executor = executor is None
+        self._owns_executor = executor is None if owns_executor is None else owns_executor
         self._executor = executor or ThreadPoolExecutor(max_workers=1, thread_name_prefix=self.thread_name)
         self._task: asyncio.Task[None] | None = None
         self._closed = False

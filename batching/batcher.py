@@ -45,10 +45,11 @@ class MicroBatcher(BatcherBase[ItemT, OutT]):
     thread_name = "tts-batch"
 
     def __init__(self, model: BatchModel[ItemT, OutT], config: BatcherConfig | None = None,
-                 observer: BatchObserver | None = None, executor: ThreadPoolExecutor | None = None) -> None:
-        """``executor``: a one-thread pool to share with other batchers on the same model (benchmarks
-        comparing policies: one model thread keeps one warm kernel cache); default: this batcher's own."""
-        super().__init__(config or BatcherConfig(), observer, executor)
+                 observer: BatchObserver | None = None, executor: ThreadPoolExecutor | None = None,
+                 owns_executor: bool | None = None) -> None:
+        """``executor``: the model's one thread (the server's, or one shared by batchers on the same model
+        in benchmarks: one model thread keeps one warm kernel cache); default: this batcher's own."""
+        super().__init__(config or BatcherConfig(), observer, executor, owns_executor)
         self.model = model
         self._running: list[Ticket[ItemT]] = []
         self.scheduler = Scheduler(self.config, self.observer)

@@ -23,6 +23,7 @@ import dataclasses
 import logging
 import threading
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 from batching import policy
@@ -47,8 +48,9 @@ class StepBatcher(BatcherBase[ItemT, OutT]):
     thread_name = "tts-step"
 
     def __init__(self, model: StepModel[ItemT, OutT], config: BatcherConfig | None = None,
-                 observer: BatchObserver | None = None, seed_steps: int = 32) -> None:
-        super().__init__(config or BatcherConfig(scheduler="step"), observer)
+                 observer: BatchObserver | None = None, seed_steps: int = 32,
+                 executor: ThreadPoolExecutor | None = None, owns_executor: bool | None = None) -> None:
+        super().__init__(config or BatcherConfig(scheduler="step"), observer, executor, owns_executor)
         self.model = model
         self.planner = StepPlanner(self.config, self.observer, seed_steps)
         self.costs = self.planner.costs

@@ -1,7 +1,8 @@
 """Startup shared by the HTTP server and the RunPod worker: load, voices, warm-up, startup metrics.
 
-Model work (voice preparation, warm-up) runs on the batcher's worker thread, so that thread's kernel
-caches and handles are the warm ones. The batcher is returned *not started*: its task must live in the
+All model work (load, voice mels, warm-up, batches) runs on one thread, ``engine.threads.model_executor``:
+that thread's kernel caches and handles are the warm ones, and no second OpenMP team slows it (see
+``engine.threads``: +45 % per request on CPU). The batcher is returned *not started*: its task must live in the
 event loop that serves requests, which for the RunPod worker is the SDK's, not this one.
 """
 
@@ -21,6 +22,7 @@ import torch
 from batching import MicroBatcher, StepBatcher
 from engine import Engine, SynthesisItem, warmup_batch_sizes
 from engine.step_model import EngineStepModel
+from engine.threads import model_executor
 from engine.voices import DEFAULT_VOICE_ID
 from observability import Metrics
 from observability.startup import CLOCK
@@ -43,14 +45,22 @@ async def prepare(settings: Settings, metrics: Metrics) -> Runtime:
     """Load the model, prepare voices and warm up. Raises EngineError (or OSError) on failure."""
     started = CLOCK.begin()  # the process's start when an entry point owns it: totals include imports
     log.info("loading model", extra={"model": settings.model, "device": settings.device})
-    engine = await asyncio.to_thread(Engine.load, settings.engine_config())
+    model_thread = model_executor()
+    try:
+        engine = await asyncio.get_running_loop().run_in_executor(model_thread, Engine.load,
+                                                                  settings.engine_config())
+    except BaseException:
+        model_thread.shutdown(wait=False)
+        raise
     metrics.startup_seconds.labels("load").set(engine.load_seconds)
     dtype = str(engine.dtype).removeprefix("torch.")
     log.info("model loaded", extra={"seconds": round(engine.load_seconds, 3), "device": str(engine.device),
                                     "dtype": dtype})
     batcher: AnyBatcher = (  # step: items join between flow steps (#13); request: whole batches
-        StepBatcher(EngineStepModel(engine), settings.batcher_config(), metrics, settings.default_nfe_steps)
-        if settings.scheduler == "step" else MicroBatcher(engine, settings.batcher_config(), metrics))
+        StepBatcher(EngineStepModel(engine), settings.batcher_config(), metrics, settings.default_nfe_steps,
+                    executor=model_thread, owns_executor=True)
+        if settings.scheduler == "step"
+        else MicroBatcher(engine, settings.batcher_config(), metrics, executor=model_thread, owns_executor=True))
     voices = VoiceStore(engine, Path(settings.voices_dir) if settings.voices_dir else None,
                         batcher.call_in_worker)
     await voices.load()

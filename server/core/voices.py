@@ -4,8 +4,9 @@ Each uploaded voice is a folder ``<voices_dir>/<id>/`` holding ``audio`` (the cl
 24-bit FLAC, never the upload itself) and ``voice.json`` (transcript, RMS of the upload, creation time).
 Folders are written under ``.incoming-*`` and renamed into place, so a crash leaves no half-written
 voice; stale ``.incoming-*``/``.deleted-*`` folders are removed at start. Decoding (bounded: see
-``engine.voices``) runs on a small thread pool, at most ``DECODERS`` at once; only the conditioning mel
-runs on the model's worker thread, so an upload never stalls synthesis.
+``engine.voices``) runs on a small pool of single-threaded helpers (``engine.threads``: a second OpenMP
+team would slow every batch), at most ``DECODERS`` at once; only the conditioning mel runs on the model's
+thread, so an upload never stalls synthesis.
 
 Refusals (``VoiceError``; status, code):
 400 ``bad_request`` bad id · 400 ``bad_audio`` undecodable, silent, too short or absurd audio ·
@@ -27,11 +28,12 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
 from engine import Engine, EngineError, Voice
+from engine.threads import helper_executor
 from engine.voices import (
     DEFAULT_VOICE_ID,
     Reference,
@@ -50,6 +52,7 @@ DECODERS = 2
 """Uploads decoded at once. Each holds at most ~10 MB (12 s mono at 192 kHz); more would only queue on
 the two CPUs a small box has and slow the synthesis running beside them."""
 Worker = Callable[..., Awaitable[Any]]
+R = TypeVar("R")
 
 
 class VoiceError(Exception):
@@ -91,10 +94,12 @@ class VoiceStore:
         self._sizes: dict[str, int] = {}
         self._pending: dict[str, int] = {}  # id -> bytes reserved; ids being prepared count toward quotas
         self._decoding = asyncio.Semaphore(DECODERS)
+        self._helpers = helper_executor(DECODERS + 1, "tts-voice")
+        """Decoding, encoding and file writes: single-threaded torch, off the model thread (engine.threads)."""
 
     async def load(self) -> None:
         """The default voice, then every persisted one (a broken folder is logged and skipped)."""
-        self._voices[DEFAULT_VOICE_ID] = await self._attach(await asyncio.to_thread(default_voice))
+        self._voices[DEFAULT_VOICE_ID] = await self._attach(await self._off_model(default_voice))
         if self.directory is None:
             return
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -113,7 +118,7 @@ class VoiceStore:
             reference = await self._decode(audio_path.read_bytes())
             if "rms" in meta:  # stored at 24 kHz: keep the RMS measured on the upload, as at creation
                 reference = dataclasses.replace(reference, rms=float(meta["rms"]), clipped=bool(meta["clipped"]))
-            voice = voice_from_reference(folder.name, str(meta["transcript"]), reference)
+            voice = await self._off_model(voice_from_reference, folder.name, str(meta["transcript"]), reference)
             size = audio_path.stat().st_size + (folder / "voice.json").stat().st_size
         except (OSError, ValueError, KeyError, TypeError, EngineError) as exc:
             log.warning("skipping stored voice %s: %s", folder.name, exc)
@@ -131,7 +136,8 @@ class VoiceStore:
         """A voice that is not stored (e.g. the RunPod worker's inline voices): decoded off the model
         thread, its mel on it. Raises EngineError."""
         reference_text(transcript)
-        return await self._attach(voice_from_reference(voice_id, transcript, await self._decode(audio)))
+        reference = await self._decode(audio)
+        return await self._attach(await self._off_model(voice_from_reference, voice_id, transcript, reference))
 
     async def add(self, voice_id: str | None, audio: bytes, transcript: str,
                   limits: VoiceLimits | None = None) -> Voice:
@@ -143,8 +149,8 @@ class VoiceStore:
             try:
                 reference_text(transcript)
                 reference = await self._decode(audio)
-                voice = voice_from_reference(voice_id, transcript, reference)
-                blob = await asyncio.to_thread(encode_reference, reference)
+                voice = await self._off_model(voice_from_reference, voice_id, transcript, reference)
+                blob = await self._off_model(encode_reference, reference)
             except EngineError as exc:
                 raise VoiceError(400, exc.code if exc.code != "internal" else "bad_request", str(exc)) from exc
             meta = orjson.dumps({"id": voice_id, "transcript": voice.transcript, "rms": reference.rms,
@@ -199,7 +205,10 @@ class VoiceStore:
 
     async def _decode(self, audio: bytes) -> Reference:
         async with self._decoding:
-            return await asyncio.to_thread(load_reference, audio)
+            return await self._off_model(load_reference, audio)
+
+    async def _off_model(self, fn: Callable[..., R], *args: Any) -> R:
+        return await asyncio.get_running_loop().run_in_executor(self._helpers, fn, *args)
 
     async def _attach(self, voice: Voice) -> Voice:
         result: Voice = await self._in_worker(self.engine.attach, voice)
@@ -209,7 +218,7 @@ class VoiceStore:
         if self.directory is None:
             return
         try:
-            await asyncio.to_thread(self._write, self.directory, voice_id, blob, meta)
+            await self._off_model(self._write, self.directory, voice_id, blob, meta)
         except OSError as exc:
             log.warning("cannot store voice %s: %s", voice_id, exc)
             raise _storage_error(exc) from exc
