@@ -1,8 +1,10 @@
 """Reference voices: decode, mono, clip, loudness-normalise and resample once; reuse for every request.
 
 The processing mirrors ``f5_tts.infer.utils_infer`` (``preprocess_ref_audio_text`` for the transcript,
-``infer_batch_process`` for RMS and resampling) so a voice sounds the same here as upstream. Clipping is
-a plain cut at ``max_seconds`` rather than upstream's silence search: it is predictable and documented.
+``infer_batch_process`` for RMS and resampling) so a voice sounds the same here as upstream: silent edges
+are trimmed and 50 ms of silence appended as ``remove_silence_edges`` does (the reference's length sets
+the pace of the generated speech, so edge silence would slow it and cost frames). Clipping is a plain cut
+at ``max_seconds`` rather than upstream's search for a long pause: it is predictable and documented.
 
 Uploads are untrusted, and audio is a resource attack: a 3.5 MB FLAC of a constant tone decodes to
 gigabytes, and a sinc resampler's filter table grows with rate / gcd(rate, 24 000). So the header is
@@ -35,6 +37,12 @@ MAX_SECONDS = 12.0
 SILENCE_RMS = 1e-4
 DEFAULT_VOICE_ID = "default"
 DEFAULT_TRANSCRIPT = "Some call me nature, others call me mother nature."
+
+EDGE_SILENCE_DBFS = -42.0
+"""``remove_silence_edges``: 10 ms chunks quieter than this are trimmed from both ends (pydub's dBFS)."""
+EDGE_CHUNK_SECONDS = 0.010
+END_SILENCE_SECONDS = 0.050
+"""Appended after trimming, as upstream does."""
 
 MIN_RATE, MAX_RATE = 4_000, 192_000
 MAX_CHANNELS = 8
@@ -86,7 +94,7 @@ class Reference:
     rms: float
     """RMS at the source rate, as upstream measures it."""
     source_seconds: float
-    """Decoded length at the source rate, after clipping."""
+    """Decoded length at the source rate, after clipping and trimming."""
     clipped: bool
 
 
@@ -141,6 +149,28 @@ def _read_mono(audio: sf.SoundFile, limit: int) -> tuple[np.ndarray, bool]:
     return mono[:limit], mono.shape[0] > limit
 
 
+def _leading_silence(mono: np.ndarray, chunk: int, threshold: float) -> int:
+    """pydub's ``detect_leading_silence``: samples before the first chunk whose RMS reaches ``threshold``."""
+    squares = np.concatenate([[0.0], np.cumsum(np.square(mono, dtype=np.float64))])
+    starts = np.arange(0, mono.shape[0], chunk)
+    ends = np.minimum(starts + chunk, mono.shape[0])
+    rms = np.sqrt((squares[ends] - squares[starts]) / (ends - starts))
+    loud = np.flatnonzero(rms >= threshold)
+    return int(starts[loud[0]]) if loud.size else int(mono.shape[0])
+
+
+def trim_silent_edges(mono: np.ndarray, rate: int) -> np.ndarray:
+    """Upstream's ``remove_silence_edges`` plus its 50 ms of silence. A recording quiet throughout (less
+    than ``MIN_SECONDS`` would be left) is kept whole: its loudness is restored later, not cut away."""
+    chunk = max(1, round(rate * EDGE_CHUNK_SECONDS))
+    threshold = 10 ** (EDGE_SILENCE_DBFS / 20)
+    start = _leading_silence(mono, chunk, threshold)
+    end = mono.shape[0] - _leading_silence(mono[start:][::-1], chunk, threshold)
+    if (end - start) / rate < MIN_SECONDS:
+        return mono
+    return np.concatenate([mono[start:end], np.zeros(round(rate * END_SILENCE_SECONDS), dtype=np.float32)])
+
+
 def resample(mono: np.ndarray, rate: int) -> np.ndarray:
     """To 24 kHz at a cost that does not grow with rate / gcd(rate, 24 000)."""
     if rate == SAMPLE_RATE:
@@ -162,6 +192,7 @@ def load_reference(data: bytes, *, max_seconds: float = MAX_SECONDS) -> Referenc
         raise InvalidAudioError("reference audio has no samples")
     if not np.isfinite(mono).all():
         raise InvalidAudioError("reference audio contains NaN or infinite samples")
+    mono = trim_silent_edges(mono, rate)
     seconds = mono.shape[0] / rate
     if seconds < MIN_SECONDS:
         raise InvalidAudioError(f"reference audio is {seconds:.2f} s long; at least {MIN_SECONDS} s is needed")

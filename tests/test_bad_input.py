@@ -73,18 +73,21 @@ def test_common_formats_and_stereo_decode(engine: Engine, fmt: str, subtype: str
 def test_long_reference_is_clipped(engine: Engine) -> None:
     mono, rate = english_clip(1.0)
     voice = engine.prepare_voice("x", encode(np.tile(mono, 14), rate), EN_TRANSCRIPT)
-    assert voice.clipped and voice.seconds == pytest.approx(12.0, abs=0.01)
+    # cut at 12 s, then the silent edges trimmed and 50 ms of silence appended, as upstream does
+    assert voice.clipped and 11.5 < voice.seconds <= 12.05
 
 
 def test_quiet_reference_keeps_its_loudness(engine: Engine) -> None:
     mono, rate = english_clip(1.0)
-    at_target = mono * (0.1 / np.sqrt(np.mean(mono**2)))  # already at the internal RMS: used as is
+    hum = 0.15 * np.sin(np.arange(mono.size) * 2 * np.pi * 100 / rate)  # no edge quiet enough to trim
+    at_target = (mono + hum) * (0.1 / np.sqrt(np.mean((mono + hum) ** 2)))  # at the internal RMS: used as is
     normal = engine.prepare_voice("n", encode(at_target, rate), EN_TRANSCRIPT)
-    quiet = engine.prepare_voice("q", encode(at_target * 0.05, rate), EN_TRANSCRIPT)
+    quiet = engine.prepare_voice("q", encode(at_target * 0.3, rate), EN_TRANSCRIPT)
+    assert quiet.rms < 0.1 and quiet.audio.shape == normal.audio.shape
     normal_out = engine.synthesize([SynthesisItem("Hello there.", normal, nfe_steps=2, seed=1)])[0]
     quiet_out = engine.synthesize([SynthesisItem("Hello there.", quiet, nfe_steps=2, seed=1)])[0]
     # The quiet one is boosted to the same internal level, so only the output scale differs.
-    np.testing.assert_allclose(quiet_out, normal_out * 0.05, rtol=1e-3, atol=1e-6)
+    np.testing.assert_allclose(quiet_out, normal_out * 0.3, rtol=1e-3, atol=1e-6)
 
 
 def test_odd_but_valid_text_gives_finite_audio(engine: Engine, voice_en: Voice) -> None:

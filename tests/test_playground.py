@@ -152,7 +152,8 @@ async def test_voice_recorded_from_the_microphone(live: LiveServer, open_tab: Op
     await tab.page.click("#voice-upload")
     await tab.wait_for("window.playground.voices.includes('mic')")
     voices = await (await tab.page.request.get(live.url("/v1/voices/mic"))).json()
-    assert 1.0 < voices["seconds"] < 3.0 and voices["transcript"] == "Beep."
+    # ~1.5 s recorded; Chromium's fake microphone beeps between silences, and the silent edges are trimmed
+    assert 0.3 <= voices["seconds"] < 3.0 and voices["transcript"] == "Beep."
     assert tab.console_errors == []
 
 

@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import server.core.voices as store_module
-from engine.voices import SAMPLE_RATE, load_reference
+from engine.voices import END_SILENCE_SECONDS, SAMPLE_RATE, load_reference, trim_silent_edges
 from server.core.settings import Settings
 from tests.audio import EN_TRANSCRIPT, english_clip
 from tests.conftest import LiveServer, upload_voice
@@ -114,7 +114,8 @@ async def test_flac_bomb_is_cheap(live: LiveServer, hours: float) -> None:
     assert seconds < SECONDS_BUDGET and growth < RSS_BUDGET, (seconds, growth / 2**20)
     if status == 201:
         voice = live.state.runtime.voices.get("bomb")
-        assert voice is not None and voice.clipped and voice.seconds == pytest.approx(12.0, abs=0.01)
+        # 12 s decoded (a constant: no silent edge to trim), then upstream's 50 ms of silence appended
+        assert voice is not None and voice.clipped and voice.seconds == pytest.approx(12.05, abs=0.01)
 
 
 @pytest.mark.parametrize("rate", [23_999, 47_999])
@@ -133,8 +134,9 @@ def test_resampling_keeps_the_duration(rate: int) -> None:
     buffer = io.BytesIO()
     sf.write(buffer, tone, rate, format="WAV", subtype="FLOAT")
     reference = load_reference(buffer.getvalue())
-    assert abs(reference.samples.shape[0] - SAMPLE_RATE) <= 2
-    assert reference.rms == pytest.approx(0.3 / np.sqrt(2), rel=1e-3)
+    padded = 1 + END_SILENCE_SECONDS  # nothing to trim; upstream's 50 ms of silence appended
+    assert abs(reference.samples.shape[0] - padded * SAMPLE_RATE) <= 2
+    assert reference.rms == pytest.approx(0.3 / np.sqrt(2) / np.sqrt(padded), rel=1e-3)
 
 
 @pytest.mark.parametrize(("header", "code"), [
@@ -220,3 +222,41 @@ def test_fuzzed_uploads_never_fail_the_server(fuzz_server: str, payload: bytes) 
     status = _post(fuzz_server, payload)
     assert status == 201 or 400 <= status < 500, status
     assert time.perf_counter() - started < SECONDS_BUDGET
+
+
+# -- silent edges: trimmed as upstream's remove_silence_edges does ------------------------------------------
+
+def _with_silent_edges(rate: int) -> np.ndarray:
+    rng = np.random.default_rng(3)
+    speech = (0.3 * np.sin(np.arange(rate) * 2 * np.pi * 220 / rate)).astype(np.float32)
+    hiss = lambda seconds: (0.002 * rng.standard_normal(int(seconds * rate))).astype(np.float32)  # noqa: E731  -54 dBFS
+    return np.concatenate([hiss(0.4), speech, hiss(0.7)])
+
+
+@pytest.mark.parametrize("rate", [24_000, 44_100])
+def test_silent_edges_are_trimmed_as_upstream_does(rate: int) -> None:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        from f5_tts.infer.utils_infer import remove_silence_edges
+        from pydub import AudioSegment
+
+    samples = _with_silent_edges(rate)
+    pcm = np.round(samples * 32767).astype(np.int16)
+    segment = AudioSegment(pcm.tobytes(), frame_rate=rate, sample_width=2, channels=1)
+    theirs = remove_silence_edges(segment) + AudioSegment.silent(duration=50, frame_rate=rate)
+    ours = trim_silent_edges(pcm.astype(np.float32) / 32767, rate)
+    # pydub slices in whole milliseconds; the chunk grid is the same
+    assert abs(ours.size - int(theirs.frame_count())) <= rate // 1000
+    assert abs(ours.size / rate - (1.0 + END_SILENCE_SECONDS)) < 0.02
+    assert np.all(ours[-int(END_SILENCE_SECONDS * rate):] == 0)
+
+
+def test_a_quiet_recording_is_not_trimmed_away() -> None:
+    """Below -42 dBFS throughout: trimming would leave nothing, so the recording is kept (and boosted)."""
+    quiet = (0.003 * np.sin(np.arange(24_000) * 2 * np.pi * 220 / 24_000)).astype(np.float32)
+    assert trim_silent_edges(quiet, 24_000) is quiet
+    buffer = io.BytesIO()
+    sf.write(buffer, quiet, 24_000, format="WAV", subtype="FLOAT")
+    assert load_reference(buffer.getvalue()).samples.size == 24_000

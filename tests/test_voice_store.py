@@ -116,7 +116,7 @@ async def test_only_the_clipped_reference_is_stored(start_server: Start, test_se
     folder = Path(test_settings.voices_dir) / "long"
     info = sf.info(str(folder / "audio"))
     assert (info.samplerate, info.channels, info.format) == (24_000, 1, "FLAC")
-    assert info.duration == pytest.approx(12.0, abs=0.01)
+    assert 11.5 < info.duration <= 12.05  # cut at 12 s, silent edges trimmed, 50 ms appended
     assert (folder / "audio").stat().st_size < len(long_upload) / 2
     before = live.state.runtime.voices.get("long")
     again = await start_server(test_settings)  # the same dir: the stored voice comes back the same
