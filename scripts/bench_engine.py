@@ -23,7 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from engine import Engine, EngineConfig, SynthesisItem
+from engine import Engine, EngineConfig, SynthesisItem, Voice
 from engine.loader import build_cfm, load_vocab
 from engine.models import model_spec
 from engine.tiny import randomize_
@@ -52,7 +52,7 @@ def random_weights_checkpoint(model: str, directory: Path) -> Path:
     return path
 
 
-def reference_voice(engine: Engine, seconds: float) -> object:
+def reference_voice(engine: Engine, seconds: float) -> Voice:
     import soundfile as sf
 
     data, rate = sf.read(str(default_voice_file()), dtype="float32")

@@ -8,8 +8,8 @@ For each voice (the default 5.3 s one and a 1 s one), every policy gets its own 
 same warm-up: ``fill`` (request mode, the old policy: fill every batch, bounded queue only), ``latency``
 (request mode, cost-model batch sizes, admission control at ``--budget``) and ``step`` (``--scheduler
 step``: items join between flow steps, its per-step curve seeded by timing single step passes, the same
-admission). The request batchers share one model thread; the step batcher has its own (one runs at a time);
-built in ``scripts.bench_step``. Each request is a stream as the server runs it: text from the load test's
+admission). All share one model thread, the one the engine is loaded on (``engine.threads``; one runs at a
+time); built in ``scripts.bench_step``. Each request is a stream as the server runs it: text from the load test's
 mix, chunked, the first chunk submitted as ``first``, each next chunk once the previous one started. Then:
 
 1. warm-up: the engine's timed warm-up passes seed the request policies' cost models alike (step: timed
@@ -47,6 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from batching import MicroBatcher, QueueFullError, StepBatcher, Ticket
 from engine import Engine, EngineConfig, SynthesisItem, Voice
 from engine.text import chunk_text
+from engine.threads import model_executor
 from scripts.bench_engine import full_vocos, random_weights_checkpoint, reference_voice
 from scripts.bench_step import POLICIES, SizeLog, make_batchers, policies
 from scripts.loadtest import TEXT_MIX, percentile
@@ -263,10 +264,12 @@ def load_engine(args: argparse.Namespace, tmp: Path) -> Engine:
 
 
 async def amain(args: argparse.Namespace) -> dict[str, Any]:
+    thread = model_executor()  # load, voices, warm-up and every batcher on one thread, as the server does
+    loop = asyncio.get_running_loop()
     with tempfile.TemporaryDirectory() as tmp:
-        engine = load_engine(args, Path(tmp))
-    thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tts-batch")
-    voices: dict[str, Voice] = {"default": engine.default_voice(), "1s": reference_voice(engine, 1.0)}  # type: ignore[dict-item]
+        engine = await loop.run_in_executor(thread, load_engine, args, Path(tmp))
+    voices: dict[str, Voice] = {"default": await loop.run_in_executor(thread, engine.default_voice),
+                                "1s": await loop.run_in_executor(thread, reference_voice, engine, 1.0)}
     report: dict[str, Any] = {"model": args.model, "device": str(engine.device), "nfe_steps": args.nfe_steps,
                               "budget_s": args.budget, "args": vars(args), "voices": {}}
     for label in args.voices:

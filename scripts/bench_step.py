@@ -1,9 +1,10 @@
 """The scheduler columns of ``scripts/bench_scheduler.py``: each policy's batcher, built, seeded and started
 on the in-process engine, and the observer that records batch (or step) sizes per phase.
 
-Columns: ``fill`` and ``latency`` (request mode, #12: whole batches on one shared model thread, seeded from
-the engine's timed warm-up passes) and ``step`` (``--scheduler step``, #13: items join between flow steps;
-its per-step curve seeded by timing single step passes on its own worker, as it learns live). The step
+Columns: ``fill`` and ``latency`` (request mode, #12: whole batches, seeded from the engine's timed warm-up
+passes) and ``step`` (``--scheduler step``, #13: items join between flow steps; its per-step curve seeded
+by timing single step passes, as it learns live). All share the one model thread the engine was loaded on
+(``engine.threads``: a second thread running torch would slow every pass by ~45 % on CPU). The step
 scheduler's figures used to come from a separate bench here; they are now a column of the one run:
 
     OMP_NUM_THREADS=2 python scripts/bench_scheduler.py --nfe-steps 16 --max-batch-size 8 --loads 0.6,0.9,1.2
@@ -48,13 +49,14 @@ def policies(args: argparse.Namespace) -> dict[str, BatcherConfig]:
 async def make_batchers(engine: Engine, voice: Voice, args: argparse.Namespace, thread: ThreadPoolExecutor,
                         logs: dict[str, SizeLog]) -> tuple[dict[str, Batcher], list[tuple[int, int, float]]]:
     """Every policy's batcher, seeded and started: request mode from the engine's timed warm-up passes,
-    step mode by timing single step passes on its own worker (what it will learn from live)."""
+    step mode by timing single step passes (what it will learn from live); all on ``thread``."""
     timings = await asyncio.get_running_loop().run_in_executor(
         thread, engine.warmup, warmup_batch_sizes(args.max_batch_size), 2, voice, args.nfe_steps)
     batchers: dict[str, Batcher] = {}
     for name, config in policies(args).items():
         if config.scheduler == "step":
-            step = StepBatcher(EngineStepModel(engine), config, logs[name], seed_steps=args.nfe_steps)
+            step = StepBatcher(EngineStepModel(engine), config, logs[name], seed_steps=args.nfe_steps,
+                               executor=thread)  # the one model thread (engine.threads)
             texts = ["Warming up the model.", "The quick brown fox jumps over the lazy dog near the river."]
             items = [SynthesisItem(texts[n % 2], voice, nfe_steps=args.nfe_steps, seed=n)
                      for n in range(args.max_batch_size)]
