@@ -73,10 +73,11 @@ class MicroBatcher(BatcherBase[ItemT, OutT]):
         cost, key = int(self.model.cost(item)), self.model.batch_key(item)
         now = asyncio.get_running_loop().time()
         self._check_capacity(cost, key, now)
-        if first and self.config.admission:
-            self.scheduler.admit(self._queue, cost, key, now)
+        predicted = self.scheduler.admit(self._queue, cost, key, now) if first and self.config.admission else None
         self.scheduler.arrived(now)
-        return self._enqueue(item, cost, key, first, request_id, timeout_s)
+        ticket = self._enqueue(item, cost, key, first, request_id, timeout_s)
+        ticket.predicted = predicted
+        return ticket
 
     def _check_capacity(self, cost: int, key: Hashable, now: float) -> None:
         config = self.config
@@ -171,6 +172,7 @@ class MicroBatcher(BatcherBase[ItemT, OutT]):
         seconds = time.perf_counter() - started
         for ticket, (ok, value) in zip(live, outcomes, strict=True):
             self._settle(ticket, ok, value)
+        self.scheduler.delivered([t for t, (ok, _) in zip(live, outcomes, strict=True) if ok], loop.time())
         self._record(live, outcomes, seconds)
 
     def _record(self, live: list[Ticket[ItemT]], outcomes: list[Outcome], seconds: float) -> None:

@@ -18,6 +18,7 @@ after that the oldest item anchors, whatever it is, and nothing starves.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
@@ -105,16 +106,41 @@ def compose(tickets: Sequence[Ticket[ItemT]], now: float, predictor: Callable[[H
     return Selection(batch, full=full, partners_waiting=bool(candidates))
 
 
-def within_budget(backlog: float, predicted: float, budget_s: float, observer: BatchObserver) -> float:
-    """Admission: raise ``QueueFullError`` when the first audio (``predicted`` seconds away, ``backlog`` of
-    them waiting for work ahead) would miss the budget because of that work; an item too slow for the
-    budget on an idle model is still served, since refusing it cannot make it sooner. The retry hint is
-    when the backlog will have drained enough. Returns the prediction."""
-    over = min(predicted - budget_s, backlog)
+class Misses:
+    """How much later than predicted admitted first chunks got their result (actual − predicted, s). The
+    prediction prices the queue as it stands; what it cannot see (later chunks of running streams that
+    overtake once their slack is spent, padding, a slower minute of the machine) makes it late under
+    load. Admission adds a high quantile of the recent misses, so the budget holds for the requests it
+    accepts: a margin learned, like the cost model, from the scheduler's own measurements."""
+
+    def __init__(self, window: int = 64, quantile: float = 0.9, min_samples: int = 8) -> None:
+        self._misses: deque[float] = deque(maxlen=window)
+        self.quantile = quantile
+        self.min_samples = min_samples
+
+    def observe(self, predicted: float, actual: float) -> None:
+        self._misses.append(actual - predicted)
+
+    def margin(self) -> float:
+        """Seconds to add to a prediction before comparing it with the budget (0 until enough samples)."""
+        if len(self._misses) < self.min_samples:
+            return 0.0
+        ordered = sorted(self._misses)
+        return max(0.0, ordered[min(len(ordered) - 1, int(self.quantile * len(ordered)))])
+
+
+def within_budget(backlog: float, predicted: float, budget_s: float, observer: BatchObserver,
+                  margin: float = 0.0) -> float:
+    """Admission: raise ``QueueFullError`` when the first audio (``predicted`` seconds away, plus the
+    learned ``margin`` of late predictions; ``backlog`` of them waiting for work ahead) would miss the
+    budget because of that work; an item too slow for the budget on an idle model is still served, since
+    refusing it cannot make it sooner. The retry hint is when the backlog will have drained enough.
+    Returns the prediction (without the margin)."""
+    over = min(predicted + margin - budget_s, backlog)
     if over > 0:
         observer.rejected("over_budget")
-        raise QueueFullError(f"first audio predicted in {predicted:.1f} s, over the {budget_s:.1f} s budget",
-                             retry_after_ms=max(50, int(1000 * over)))
+        raise QueueFullError(f"first audio predicted in {predicted + margin:.1f} s, over the {budget_s:.1f} s "
+                             "budget", retry_after_ms=max(50, int(1000 * over)))
     return predicted
 
 

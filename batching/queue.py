@@ -27,6 +27,8 @@ class Ticket(Generic[ItemT]):
     """Event-loop time (s) after which the item is failed with ``timeout`` if it has not started."""
     future: asyncio.Future[Any]
     request_id: str | None = None
+    predicted: float | None = None
+    """Admission's predicted seconds from submission to this (first) chunk's result, to learn its misses."""
     timer: asyncio.TimerHandle | None = field(default=None, repr=False)
     release: Callable[[Ticket[ItemT]], object] | None = field(default=None, repr=False)
     started: asyncio.Event = field(default_factory=asyncio.Event, repr=False)

@@ -33,6 +33,8 @@ class Scheduler:
         """Loop time the running batch is predicted to end; None while the model is idle."""
         self._arrivals: deque[float] = deque(maxlen=64)
         """Loop times of recent submissions, for the arrival rate the policy plans with."""
+        self.misses = policy.Misses()
+        """How late admitted first chunks were against their prediction: admission's margin."""
 
     # -- the cost model -------------------------------------------------------------------------------
 
@@ -98,7 +100,13 @@ class Scheduler:
         the work ahead of it (``policy.within_budget``)."""
         backlog = self.backlog(queue, cost, key, now)
         return policy.within_budget(backlog, backlog + self.costs.predict(key, 1, cost),
-                                    self.config.admission_ttfa_s, self.observer)
+                                    self.config.admission_ttfa_s, self.observer, self.misses.margin())
+
+    def delivered(self, tickets: Iterable[Ticket[Any]], now: float) -> None:
+        """Admitted first chunks whose result is out: how late their prediction was."""
+        for ticket in tickets:
+            if ticket.first and ticket.predicted is not None:
+                self.misses.observe(ticket.predicted, now - ticket.enqueued_at)
 
     def backlog(self, queue: PendingQueue[Any], cost: int, key: Hashable, now: float) -> float:
         """Predicted seconds until the model is free of everything running and queued now."""

@@ -116,6 +116,8 @@ class StepPlanner:
         # Padding is bounded by the frame cap alone: a step's rows come and go, no length grouping.
         self.limits = policy.Limits(config.max_batch_size, config.max_batch_frames, 1.0)
         self.steps_seen = 0
+        self.misses = policy.Misses()
+        """How late admitted first chunks were against their prediction: admission's margin."""
         self.learning = True
         """Refine the curve from live steps. Off after ``seed`` (whole batches / steps include the vocoder
         and per-call overhead: mixed with live single passes they read as a steep curve); on after
@@ -241,4 +243,5 @@ class StepPlanner:
         """Refuse (``QueueFullError``) when the first audio would miss the budget because of the work
         ahead of it; as the request scheduler, an item too slow even alone is still served."""
         backlog, predicted = self.first_audio(load, frames, steps)
-        return policy.within_budget(backlog, predicted, self.config.admission_ttfa_s, self.observer)
+        return policy.within_budget(backlog, predicted, self.config.admission_ttfa_s, self.observer,
+                                    self.misses.margin())

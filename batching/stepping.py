@@ -87,9 +87,9 @@ class StepBatcher(BatcherBase[ItemT, OutT]):
         self._refuse_if_closed()
         cost = int(self.model.cost(item))
         self.planner.check_capacity(self._load(), len(self._queue), self._queue.frames, cost)
-        if first and self.config.admission:
-            self.admit(item)
+        predicted = self.admit(item) if first and self.config.admission else None
         ticket = self._enqueue(item, cost, STEP_KEY, first, request_id, timeout_s)
+        ticket.predicted = predicted
         self._news.set()
         return ticket
 
@@ -176,8 +176,12 @@ class StepBatcher(BatcherBase[ItemT, OutT]):
         real = sum(t.cost for t in self._active.values())
         for key, exc in finished.failed.items():
             self._settle(self._release(key), False, exc)
+        now = asyncio.get_running_loop().time()
         for key, wave in finished.done.items():
-            self._settle(self._release(key), True, wave)
+            ticket = self._release(key)
+            if ticket is not None and ticket.first and ticket.predicted is not None:
+                self.planner.misses.observe(ticket.predicted, now - ticket.enqueued_at)
+            self._settle(ticket, True, wave)
         for key in self._left:
             self._left[key] -= len(finished.steps)
         for size, frames, seconds in [] if finished.split else finished.steps:  # a split pass: wrong cost

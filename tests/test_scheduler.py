@@ -251,6 +251,40 @@ async def test_an_idle_model_admits_even_an_item_slower_than_the_budget(make) ->
     assert await batcher.run(FakeItem(1, cost=100), first=True) == ("out", 1)
 
 
+def test_misses_give_a_margin_once_there_are_enough() -> None:
+    misses = policy.Misses(window=64, quantile=0.9, min_samples=8)
+    for late in (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7):
+        misses.observe(1.0, 1.0 + late)
+    assert misses.margin() == 0.0  # seven samples: too few to trust
+    misses.observe(1.0, 1.8)
+    assert misses.margin() == pytest.approx(0.8)  # the 90th percentile of eight
+    early = policy.Misses(min_samples=1)
+    early.observe(2.0, 1.5)
+    assert early.margin() == 0.0  # predictions that were early never lower the bar
+
+
+def test_the_margin_refuses_what_the_bare_prediction_would_admit() -> None:
+    observer = RecordingObserver()
+    assert policy.within_budget(0.5, 1.0, 1.2, observer) == 1.0
+    with pytest.raises(QueueFullError) as refused:
+        policy.within_budget(0.5, 1.0, 1.2, observer, margin=0.3)
+    assert 50 <= refused.value.retry_after_ms <= 100  # 0.1 s over
+    assert observer.rejections == ["over_budget"]
+    # an idle model still serves an item slower than the budget, margin or not
+    assert policy.within_budget(0.0, 2.0, 1.2, observer, margin=0.3) == 2.0
+
+
+async def test_admitted_first_chunks_teach_the_margin(make) -> None:
+    batcher = await make(half_second, seed=lambda n, f: 0.25 * n, admission=True, admission_ttfa_s=5.0)
+    tickets = [batcher.submit(FakeItem(i), first=True) for i in range(3)]
+    later = batcher.submit(FakeItem(9), first=False)
+    assert [t.predicted is not None for t in tickets] == [True] * 3 and later.predicted is None
+    await asyncio.gather(*(t.future for t in [*tickets, later]))
+    misses = list(batcher.scheduler.misses._misses)
+    assert len(misses) == 3  # first chunks only
+    assert max(misses) > 0.2  # the seed priced a batch at half what it costs: the last one was late
+
+
 def test_config_refuses_unknown_policies() -> None:
     with pytest.raises(ValueError, match="policy"):
         BatcherConfig(policy="fastest")
