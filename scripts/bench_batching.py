@@ -17,6 +17,7 @@ import json
 import statistics
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from batching import BatcherConfig, MicroBatcher, NullObserver
 from engine import Engine, EngineConfig, SynthesisItem, Voice
+from engine.threads import model_executor
 from scripts.bench_engine import TEXTS, reference_voice
 
 
@@ -44,10 +46,10 @@ def item(voice: Voice, n: int, nfe: int) -> SynthesisItem:
 
 
 async def closed_loop(engine: Engine, voice: Voice, max_batch: int, concurrency: int, requests: int,
-                      nfe: int) -> dict[str, Any]:
+                      nfe: int, thread: ThreadPoolExecutor) -> dict[str, Any]:
     observer = BatchSizes()
     batcher: MicroBatcher[SynthesisItem, np.ndarray] = MicroBatcher(
-        engine, BatcherConfig(max_batch_size=max_batch, max_wait_ms=10, max_queue=1024), observer)
+        engine, BatcherConfig(max_batch_size=max_batch, max_wait_ms=10, max_queue=1024), observer, executor=thread)
     await batcher.start()
     # As the server does at startup: warm the worker thread's kernels at the batch size it will run.
     await batcher.call_in_worker(engine.synthesize, [item(voice, n, nfe) for n in range(max_batch)])
@@ -92,12 +94,13 @@ async def raw_engine(batcher: MicroBatcher[SynthesisItem, np.ndarray], engine: E
     return audio / wall
 
 
-async def paired_overhead(engine: Engine, voice: Voice, size: int, nfe: int, pairs: int) -> dict[str, Any]:
+async def paired_overhead(engine: Engine, voice: Voice, size: int, nfe: int, pairs: int,
+                          thread: ThreadPoolExecutor) -> dict[str, Any]:
     """Batcher vs direct engine calls on the same items, alternated batch by batch so the machine's drift
     hits both alike: each pair is one round of ``size`` concurrent requests through the batcher and one
     direct ``synthesize`` of the same items on the same worker thread."""
     batcher: MicroBatcher[SynthesisItem, np.ndarray] = MicroBatcher(
-        engine, BatcherConfig(max_batch_size=size, max_wait_ms=10, max_queue=1024))
+        engine, BatcherConfig(max_batch_size=size, max_wait_ms=10, max_queue=1024), executor=thread)
     await batcher.start()
     batched_wall, raw_wall = 0.0, 0.0
     for p in range(pairs + 1):
@@ -150,14 +153,14 @@ def main() -> int:
     parser.add_argument("--out", default="out/bench_batching")
     args = parser.parse_args()
 
-    engine = Engine.load(EngineConfig(model=args.model, device=args.device))
-    voice = reference_voice(engine, 1.0)
-    assert isinstance(voice, Voice)
+    thread = model_executor()  # load and every batcher on one thread, as the server does (engine.threads)
+    engine = thread.submit(Engine.load, EngineConfig(model=args.model, device=args.device)).result()
+    voice = thread.submit(reference_voice, engine, 1.0).result()
     rows = []
     for max_batch in (int(b) for b in args.max_batch_sizes.split(",")):
         for concurrency in (int(c) for c in args.concurrency.split(",")):
             rows.append(asyncio.run(closed_loop(engine, voice, max_batch, concurrency, args.requests,
-                                                args.nfe_steps)))
+                                                args.nfe_steps, thread)))
             print(json.dumps(rows[-1]), file=sys.stderr)
     top = max(int(c) for c in args.concurrency.split(","))
     by = {(r["max_batch_size"], r["concurrency"]): r for r in rows}
@@ -166,7 +169,7 @@ def main() -> int:
     if (big, top) in by and (small, top) in by:
         summary["speedup_at_top_concurrency"] = round(
             by[(big, top)]["throughput_audio_s_per_s"] / by[(small, top)]["throughput_audio_s_per_s"], 3)
-        summary["paired"] = asyncio.run(paired_overhead(engine, voice, big, args.nfe_steps, args.pairs))
+        summary["paired"] = asyncio.run(paired_overhead(engine, voice, big, args.nfe_steps, args.pairs, thread))
     report = {"model": args.model, "device": str(engine.device), "nfe_steps": args.nfe_steps,
               "results": rows, "summary": summary}
     out = Path(args.out)
