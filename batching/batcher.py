@@ -172,7 +172,7 @@ class MicroBatcher(BatcherBase[ItemT, OutT]):
         seconds = time.perf_counter() - started
         for ticket, (ok, value) in zip(live, outcomes, strict=True):
             self._settle(ticket, ok, value)
-        self.scheduler.delivered([t for t, (ok, _) in zip(live, outcomes, strict=True) if ok], loop.time())
+        self.scheduler.misses.delivered([t for t, (ok, _) in zip(live, outcomes, strict=True) if ok], loop.time())
         self._record(live, outcomes, seconds)
 
     def _record(self, live: list[Ticket[ItemT]], outcomes: list[Outcome], seconds: float) -> None:

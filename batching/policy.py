@@ -19,9 +19,9 @@ after that the oldest item anchors, whatever it is, and nothing starves.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from batching.errors import QueueFullError
 from batching.protocol import BatchObserver
@@ -120,6 +120,12 @@ class Misses:
 
     def observe(self, predicted: float, actual: float) -> None:
         self._misses.append(actual - predicted)
+
+    def delivered(self, tickets: Iterable[Ticket[Any]], now: float) -> None:
+        """Tickets whose result is out at loop time ``now``: each admitted first chunk's miss."""
+        for ticket in tickets:
+            if ticket.first and ticket.predicted is not None:
+                self.observe(ticket.predicted, now - ticket.enqueued_at)
 
     def margin(self) -> float:
         """Seconds to add to a prediction before comparing it with the budget (0 until enough samples)."""

@@ -102,12 +102,6 @@ class Scheduler:
         return policy.within_budget(backlog, backlog + self.costs.predict(key, 1, cost),
                                     self.config.admission_ttfa_s, self.observer, self.misses.margin())
 
-    def delivered(self, tickets: Iterable[Ticket[Any]], now: float) -> None:
-        """Admitted first chunks whose result is out: how late their prediction was."""
-        for ticket in tickets:
-            if ticket.first and ticket.predicted is not None:
-                self.misses.observe(ticket.predicted, now - ticket.enqueued_at)
-
     def backlog(self, queue: PendingQueue[Any], cost: int, key: Hashable, now: float) -> float:
         """Predicted seconds until the model is free of everything running and queued now."""
         predict = self.predictor(key)

@@ -40,7 +40,6 @@ log = logging.getLogger(__name__)
 
 ItemT = TypeVar("ItemT")
 OutT = TypeVar("OutT")
-R = TypeVar("R")
 
 
 class StepBatcher(BatcherBase[ItemT, OutT]):
@@ -176,11 +175,9 @@ class StepBatcher(BatcherBase[ItemT, OutT]):
         real = sum(t.cost for t in self._active.values())
         for key, exc in finished.failed.items():
             self._settle(self._release(key), False, exc)
-        now = asyncio.get_running_loop().time()
-        for key, wave in finished.done.items():
-            ticket = self._release(key)
-            if ticket is not None and ticket.first and ticket.predicted is not None:
-                self.planner.misses.observe(ticket.predicted, now - ticket.enqueued_at)
+        done = [(self._release(key), wave) for key, wave in finished.done.items()]
+        self.planner.misses.delivered([t for t, _ in done if t is not None], asyncio.get_running_loop().time())
+        for ticket, wave in done:
             self._settle(ticket, True, wave)
         for key in self._left:
             self._left[key] -= len(finished.steps)
