@@ -110,8 +110,8 @@ class Misses:
     """How much later than predicted admitted first chunks got their result (actual − predicted, s). The
     prediction prices the queue as it stands; what it cannot see (later chunks of running streams that
     overtake once their slack is spent, padding, a slower minute of the machine) makes it late under
-    load. Admission adds a high quantile of the recent misses, so the budget holds for the requests it
-    accepts: a margin learned, like the cost model, from the scheduler's own measurements."""
+    load. Admission adds a high quantile of the recent misses, so that fewer of the requests it accepts
+    miss the budget: a margin learned, like the cost model, from the scheduler's own measurements."""
 
     def __init__(self, window: int = 64, quantile: float = 0.9, min_samples: int = 8) -> None:
         self._misses: deque[float] = deque(maxlen=window)

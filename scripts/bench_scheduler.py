@@ -49,7 +49,7 @@ from engine import Engine, EngineConfig, SynthesisItem, Voice
 from engine.text import chunk_text
 from engine.threads import model_executor
 from scripts.bench_engine import full_vocos, random_weights_checkpoint, reference_voice
-from scripts.bench_step import POLICIES, SizeLog, make_batchers, policies
+from scripts.bench_step import EXTRA, POLICIES, SizeLog, make_batchers, policies
 from scripts.loadtest import TEXT_MIX, percentile
 
 Batcher = MicroBatcher[SynthesisItem, np.ndarray] | StepBatcher[SynthesisItem, np.ndarray]
@@ -294,7 +294,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--budget", type=float, default=3.0, help="admission TTFA budget (s)")
     parser.add_argument("--no-admission", action="store_true", help="latency/step policy without admission control")
     parser.add_argument("--policies", type=lambda s: s.split(","), default=list(POLICIES),
-                        help=f"columns, of {','.join(POLICIES)}")
+                        help=f"columns, of {','.join(POLICIES + EXTRA)}")
     parser.add_argument("--burst", type=int, default=24, help="saturation phase: requests at once (0: skip)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="out/bench_scheduler")

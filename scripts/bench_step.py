@@ -15,18 +15,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 
-from batching import BatcherConfig, MicroBatcher, StepBatcher
+from batching import BatcherConfig, MicroBatcher, StepBatcher, policy
 from engine import Engine, SynthesisItem, Voice, warmup_batch_sizes
 from engine.step_model import EngineStepModel
 from scripts.bench_batching import BatchSizes
 
 Batcher = MicroBatcher[SynthesisItem, np.ndarray] | StepBatcher[SynthesisItem, np.ndarray]
 POLICIES = ("fill", "latency", "step")
+EXTRA = ("latency-no-margin",)
+"""Columns on request only: ``latency`` with admission's learned margin switched off (the margin's A/B)."""
 WARM_TEXTS = ("Warming up the model.", "The quick brown fox jumps over the lazy dog near the river.")
 
 
@@ -42,7 +45,7 @@ def policies(args: argparse.Namespace) -> dict[str, BatcherConfig]:
     common = {"max_batch_size": args.max_batch_size, "max_queue": 1024, "queue_timeout_s": 120.0}
     latency = BatcherConfig(policy="latency", admission=not args.no_admission, admission_ttfa_s=args.budget, **common)
     configs = {"fill": BatcherConfig(policy="fill", **common), "latency": latency,
-               "step": dataclasses.replace(latency, scheduler="step")}
+               "step": dataclasses.replace(latency, scheduler="step"), "latency-no-margin": latency}
     return {name: configs[name] for name in args.policies}
 
 
@@ -63,8 +66,10 @@ async def make_batchers(engine: Engine, voice: Voice, args: argparse.Namespace, 
             await step.seed_step_costs(items, warmup_batch_sizes(args.max_batch_size))
             batchers[name] = step
         else:
-            batchers[name] = MicroBatcher(engine, config, logs[name], executor=thread)
-            batchers[name].seed_costs(timings)
+            batcher = batchers[name] = MicroBatcher(engine, config, logs[name], executor=thread)
+            batcher.seed_costs(timings)
+            if name == "latency-no-margin":  # never enough misses for a margin: the prediction as it stands
+                batcher.scheduler.misses = policy.Misses(min_samples=sys.maxsize)
         await batchers[name].start()
     return batchers, timings
 
