@@ -22,7 +22,9 @@ mix, chunked, the first chunk submitted as ``first``, each next chunk once the p
    with the measured service times (the reference the issue sets);
 5. saturation: ``--burst`` requests arriving at once, per policy: requests/s is the saturated throughput.
 
-Reports TTFA and latency p50/p95, requests/s, refusals; writes ``<out>.json`` and ``<out>.png`` (TTFA p95
+Reports TTFA and latency p50/p95, requests/s, refusals, and stalls (a listener who plays each chunk as it
+arrives hears silence when a later chunk is not ready as the previous one ends: ``stalled`` requests,
+``stall_max_s``); writes ``<out>.json`` and ``<out>.png`` (TTFA p95
 against load). Timings on a shared machine are noisy: repeat runs and quote ranges.
 """
 
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import random
 import sys
@@ -45,13 +48,15 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from batching import MicroBatcher, QueueFullError, StepBatcher, Ticket
-from engine import Engine, EngineConfig, SynthesisItem, Voice
+from engine import SAMPLE_RATE, Engine, EngineConfig, SynthesisItem, Voice
 from engine.text import chunk_text
 from engine.threads import model_executor
 from scripts.bench_engine import full_vocos, random_weights_checkpoint, reference_voice
 from scripts.bench_step import EXTRA, POLICIES, SizeLog, make_batchers, policies
 from scripts.loadtest import TEXT_MIX, percentile
 
+STALL_S = 0.01
+"""A request counts as ``stalled`` when its listener would hear more than this much silence between chunks."""
 Batcher = MicroBatcher[SynthesisItem, np.ndarray] | StepBatcher[SynthesisItem, np.ndarray]
 
 
@@ -63,6 +68,8 @@ class Sample:
     latency_s: float = 0.0
     retry_after_s: float | None = None
     """Set when the first chunk was refused (queue_full): the server's retry hint."""
+    stall_s: float = 0.0
+    """Seconds a listener playing the audio from the first chunk's arrival would hear silence between chunks."""
 
 
 @dataclass
@@ -85,7 +92,7 @@ async def stream(batcher: Batcher, items: list[SynthesisItem], arrival: float) -
     """One request as ``server.core.stream.Stream`` runs it: a refused first chunk fails the request; a
     later chunk waits for its predecessor to start, and for room when the queue is full."""
     tickets: list[Ticket[SynthesisItem]] = []
-    first_done: list[float] = []
+    done: dict[int, float] = {}
     try:
         for n, item in enumerate(items):
             if tickets:
@@ -98,12 +105,26 @@ async def stream(batcher: Batcher, items: list[SynthesisItem], arrival: float) -
                     if n == 0:
                         return Sample(arrival, False, retry_after_s=exc.retry_after_ms / 1000)
                     await asyncio.sleep(exc.retry_after_ms / 1000)
-            if n == 0:
-                tickets[0].future.add_done_callback(lambda _f: first_done.append(time.perf_counter()))
-        await asyncio.gather(*(t.future for t in tickets))
+            tickets[-1].future.add_done_callback(functools.partial(finished_at, done, n))
+        waves = await asyncio.gather(*(t.future for t in tickets))
     except Exception:  # a timeout or any failure is a failed request, like on the server
         return Sample(arrival, False)
-    return Sample(arrival, True, first_done[0] - arrival, time.perf_counter() - arrival)
+    finished = [done[n] for n in range(len(waves))]
+    return Sample(arrival, True, finished[0] - arrival, time.perf_counter() - arrival,
+                  stall_s=stall([len(w) / SAMPLE_RATE for w in waves], finished))
+
+
+def finished_at(done: dict[int, float], n: int, _future: object) -> None:
+    done.setdefault(n, time.perf_counter())
+
+
+def stall(durations: list[float], finished: list[float]) -> float:
+    """Silence heard by a listener who plays each chunk as soon as it is ready and the previous one ended."""
+    silent, ends = 0.0, finished[0] + durations[0]
+    for seconds, ready in zip(durations[1:], finished[1:], strict=True):
+        silent += max(0.0, ready - ends)
+        ends = max(ends, ready) + seconds
+    return silent
 
 
 async def open_loop(batcher: Batcher, work: Workload, rate: float, args: argparse.Namespace,
@@ -178,7 +199,9 @@ def summary(samples: list[Sample], wall: float | None = None) -> dict[str, Any]:
     return {"requests": len(samples), "ok": len(ok), "refused": len(samples) - len(ok),
             "ttfa_p50_s": percentile(ttfa, 50), "ttfa_p95_s": percentile(ttfa, 95),
             "latency_p50_s": percentile(lat, 50), "latency_p95_s": percentile(lat, 95),
-            "requests_per_s": round(len(ok) / span, 3) if span > 0 else None}
+            "requests_per_s": round(len(ok) / span, 3) if span > 0 else None,
+            "stalled": sum(s.stall_s > STALL_S for s in ok),
+            "stall_max_s": round(max((s.stall_s for s in ok), default=0.0), 4)}
 
 
 async def bench_voice(engine: Engine, voice: Voice, args: argparse.Namespace,

@@ -198,3 +198,48 @@ async def test_seed_times_single_step_passes_per_size_and_length(engine: Engine,
     assert all(s.seconds > 0 for s in samples) and table[1] > 0 and batcher.planner.learning
     assert await batcher.call_in_worker(lambda: model.sampler.keys()) == []  # the timing items are gone
     await batcher.close(drain=False)
+
+
+async def held_steps(batcher: StepBatcher[SynthesisItem, np.ndarray], ticket: object) -> int:
+    """Steps ``ticket`` has left, as the scheduler counts them (read on the loop, between worker calls)."""
+    return batcher._left[ticket.seq]  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("slack_s", [30.0, 0.0])
+async def test_first_chunk_pauses_a_later_chunk_within_its_slack(engine: Engine, voice_en: Voice,
+                                                                  slack_s: float) -> None:
+    later_item = SynthesisItem(LONG, voice_en, nfe_steps=12, seed=11)
+    first_item = SynthesisItem("Hi there.", voice_en, nfe_steps=6, seed=12)
+    solo = [engine.synthesize([item])[0] for item in (later_item, first_item)]
+    batcher = await started_batcher(EngineStepModel(engine), dataclasses.replace(CONFIG, later_chunk_slack_s=slack_s))
+    try:
+        later = batcher.submit(later_item, first=False)
+        await until_steps(batcher, 2)
+        first = batcher.submit(first_item, first=True)
+        await first.started.wait()
+        left_at_join = await held_steps(batcher, later)
+        await first.future
+        left_after = await held_steps(batcher, later) if not later.future.done() else 0
+        waves = [await later.future, await first.future]
+    finally:
+        await batcher.close()
+    if slack_s:  # within its slack the later chunk took no step while the first chunk was held
+        assert 0 < left_at_join == left_after
+    else:  # past it (slack 0) nothing pauses it: it stepped beside the first chunk
+        assert left_after <= left_at_join - first_item.nfe_steps
+    errors = [rel_l2(w, ref) for w, ref in zip(waves, solo, strict=True)]
+    assert max(errors) <= TOLERANCE, errors  # a pause leaves the state untouched
+
+
+async def test_paused_later_chunk_resumes_when_its_slack_runs_out(engine: Engine, voice_en: Voice) -> None:
+    batcher = await started_batcher(EngineStepModel(engine), dataclasses.replace(CONFIG, later_chunk_slack_s=0.1))
+    try:
+        later = batcher.submit(SynthesisItem(LONG, voice_en, nfe_steps=6, seed=13), first=False)
+        await until_steps(batcher, 1)
+        # A first chunk far longer than the slack: the later chunk must not wait for all of it.
+        first = batcher.submit(SynthesisItem(LONG + " " + LONG, voice_en, nfe_steps=128, seed=14), first=True)
+        await later.future
+        assert not first.future.done()
+        first.cancel()
+    finally:
+        await batcher.close()

@@ -1,0 +1,20 @@
+"""The scheduler bench's stall figure: the silence a listener playing each chunk as it arrives would hear."""
+
+from __future__ import annotations
+
+import pytest
+
+from scripts.bench_scheduler import stall
+
+
+def test_no_stall_when_each_chunk_is_ready_before_the_previous_ends() -> None:
+    assert stall([1.0, 2.0, 1.0], [0.5, 1.2, 3.0]) == 0.0  # plays 0.5–1.5, 1.5–3.5, 3.5–4.5
+
+
+def test_stall_sums_every_gap_and_playback_resumes_when_the_chunk_arrives() -> None:
+    # Chunk 0 plays 0.5–1.0; chunk 1 arrives at 1.3 (0.3 s gap) and plays to 1.5; chunk 2 at 2.0 (0.5 s).
+    assert stall([0.5, 0.2, 1.0], [0.5, 1.3, 2.0]) == pytest.approx(0.8)
+
+
+def test_a_single_chunk_never_stalls() -> None:
+    assert stall([0.7], [4.0]) == 0.0
