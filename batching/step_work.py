@@ -42,12 +42,11 @@ class StepPass:
     """A pass raised and was split: its time says nothing about the cost curve."""
 
 
-def work(model: StepModel[ItemT, OutT], joining: list[Ticket[ItemT]], leaving: list[int], keys: list[int],
-         interrupted: Callable[[], bool], stepped: Callable[[], None], run_s: float = RUN_S) -> StepPass:
-    """Apply leaves and joins, then step ``keys`` (held items not among them are paused: they keep their
-    state and take no step) until one finishes or fails, ``interrupted()`` (a submit or cancel on the loop),
-    or ``run_s``; vocode what finished. ``stepped()`` after every pass (progress the loop can read while the
-    call runs)."""
+def work(model: StepModel[ItemT, OutT], joining: list[Ticket[ItemT]], leaving: list[int],
+         interrupted: Callable[[], bool], stepped: Callable[[], None]) -> StepPass:
+    """Apply leaves and joins, then step until an item finishes or fails, ``interrupted()`` (a submit or
+    cancel on the loop), or ``RUN_S``; vocode what finished. ``stepped()`` after every pass (progress the
+    loop can read while the call runs)."""
     out = StepPass()
     for key in leaving:
         model.remove(key)
@@ -56,21 +55,20 @@ def work(model: StepModel[ItemT, OutT], joining: list[Ticket[ItemT]], leaving: l
             model.add(ticket.item, ticket.seq)
         except Exception as exc:  # an item the model cannot voice fails alone, before any step
             out.failed[ticket.seq] = exc
-    moving = [key for key in keys if key not in out.failed]
     began = time.perf_counter()
-    while moving:
-        frames = model.pass_cost(moving)[1]
+    while model.active:
+        size, (_, frames) = model.active, model.pass_cost()
         started = time.perf_counter()
-        result = model.step_isolating(moving)
+        result = model.step_isolating()
         seconds = time.perf_counter() - started
         for bad, error in result.failed.items():
             model.remove(bad)
             out.failed[cast(int, bad)] = error  # our keys are ticket seqs
         out.split = out.split or bool(result.failed)
-        out.steps.append(CostSample(len(moving), frames, seconds))
+        out.steps.append(CostSample(size, frames, seconds))
         stepped()
         out.done = finish(model, [cast(int, k) for k in result.finished], out.failed)
-        if out.done or out.failed or interrupted() or started + seconds - began > run_s:
+        if out.done or out.failed or interrupted() or started + seconds - began > RUN_S:
             break
     return out
 

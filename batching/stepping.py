@@ -5,13 +5,6 @@
         finished = await self._step()    # in the worker thread: joins, leaves, one step, vocode the done
         self._deliver(finished)          # on the event loop: settle their futures
 
-First chunks pause later ones: a later chunk of a stream (its previous chunk's audio is playing) may be
-overtaken by first chunks for ``later_chunk_slack_s`` after it was queued, as in request mode; here that
-holds inside the model as well. While a first chunk (or a later chunk past its slack) is held, later chunks
-within their slack keep their state but take no step, and none joins; the step cost the join rule and
-admission price is that of the urgent items alone. Request mode cannot do this: a running batch runs to
-its end.
-
 Same surface as ``MicroBatcher`` (submit/run/close/call_in_worker, the queue figures, observer calls), the
 same queue, deadlines and ``Ticket``s, and the same cost model (``batching.cost``) priced per step pass:
 a newcomer takes a free slot at the next step when ``StepPlanner.joins`` says that lowers the weighted
@@ -41,12 +34,10 @@ from batching.errors import BatcherClosedError, BatcherError
 from batching.protocol import BatchObserver
 from batching.queue import Ticket
 from batching.step_plan import STEP_KEY, Load, StepModel, StepPlanner
-from batching.step_work import RUN_S, StepPass, time_steps, work
+from batching.step_work import StepPass, time_steps, work
 
 log = logging.getLogger(__name__)
 
-HELD = 2
-"""Items held in the model (stepping or paused) at most, in multiples of ``max_batch_size``."""
 ItemT = TypeVar("ItemT")
 OutT = TypeVar("OutT")
 
@@ -67,8 +58,6 @@ class StepBatcher(BatcherBase[ItemT, OutT]):
         """Steps each active ticket has left (loop-side mirror, for predictions)."""
         self._joining: list[Ticket[ItemT]] = []
         self._leaving: list[int] = []
-        self._moving: list[int] = []
-        """Keys the worker is stepping now (the rest of ``_active`` is paused)."""
         self._news = threading.Event()
         """Set on the loop by a submit or cancel; read by the worker between steps (``step_work.work``)."""
         self.steps_run = 0
@@ -114,32 +103,9 @@ class StepBatcher(BatcherBase[ItemT, OutT]):
         of the work ahead of it (as ``MicroBatcher.admit``); else return the prediction."""
         return self.planner.admit(self._load(), int(self.model.cost(item)), self.model.steps(item))
 
-    def _load(self, now: float | None = None) -> Load:
-        """The active items a first chunk would step with: the urgent ones when any is held (the rest are
-        paused), else all."""
-        now = asyncio.get_running_loop().time() if now is None else now
-        return self._as_load(self._stepping(now))
-
-    def _as_load(self, tickets: Sequence[Ticket[ItemT]]) -> Load:
-        return Load([t.cost for t in tickets], [self._left[t.seq] for t in tickets], len(self._queue),
-                    [t.first for t in tickets])
-
-    def _urgent(self, ticket: Ticket[ItemT], now: float) -> bool:
-        """A first chunk, or a later chunk past its slack: nothing may pause it."""
-        return ticket.first or now - ticket.enqueued_at >= self.config.later_chunk_slack_s
-
-    def _stepping(self, now: float) -> list[Ticket[ItemT]]:
-        """The active tickets the next pass steps: the urgent ones if any (in join order, within the slot
-        and frame caps), else every active one."""
+    def _load(self) -> Load:
         active = list(self._active.values())
-        urgent = [t for t in active if self._urgent(t, now)]
-        if not urgent:
-            return active
-        chosen: list[Ticket[ItemT]] = []
-        for ticket in urgent:
-            if self.planner.fits(self._as_load(chosen), ticket.cost):
-                chosen.append(ticket)
-        return chosen
+        return Load([t.cost for t in active], list(self._left.values()), len(self._queue), [t.first for t in active])
 
     # -- the loop -------------------------------------------------------------------------------------
 
@@ -167,18 +133,13 @@ class StepBatcher(BatcherBase[ItemT, OutT]):
     def _admit(self) -> None:
         """Queued tickets take free slots while the planner says joining pays: first chunks first; the
         oldest anchors once past its slack and then waits at the head (nothing overtakes it) until a slot
-        it may take frees. A later chunk within its slack waits while urgent items are held (it would be
-        paused at once); an urgent newcomer is priced against the urgent items alone."""
+        it may take frees."""
         now = asyncio.get_running_loop().time()
         queue = list(self._queue)
         while queue:
             ticket = policy.choose_anchor(queue, now, self.config.later_chunk_slack_s)
-            stepping = self._stepping(now)
-            urgent = any(self._urgent(t, now) for t in stepping)
-            if urgent and not self._urgent(ticket, now):
-                break
-            load = dataclasses.replace(self._as_load(stepping), queued=len(queue) - 1)  # queued behind it
-            if not (len(self._active) < HELD * self.config.max_batch_size and self.planner.fits(load, ticket.cost)
+            load = dataclasses.replace(self._load(), queued=len(queue) - 1)  # queued behind the newcomer
+            if not (self.planner.fits(load, ticket.cost)
                     and self.planner.joins(load, ticket.cost, self.model.steps(ticket.item), ticket.first)):
                 break
             queue.remove(ticket)
@@ -198,17 +159,11 @@ class StepBatcher(BatcherBase[ItemT, OutT]):
     async def _step(self) -> StepPass:
         joining, leaving = self._joining, self._leaving
         self._joining, self._leaving = [], []
-        loop = asyncio.get_running_loop()
-        now = loop.time()
-        moving = self._stepping(now)
-        self._moving = [t.seq for t in moving]
-        # Re-plan when the first paused later chunk runs out of slack (it must step from then on).
-        run_s = min([RUN_S, *(self.config.later_chunk_slack_s - (now - t.enqueued_at)
-                               for t in self._active.values() if t not in moving)])
         self._news.clear()  # on the loop, after _admit: a submit or cancel from now on stops the worker's run
+        loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self._executor, work, self.model, joining, leaving, self._moving,
-                                              self._news.is_set, self._stepped, max(0.0, run_s))
+            return await loop.run_in_executor(self._executor, work, self.model, joining, leaving, self._news.is_set,
+                                              self._stepped)
         except asyncio.CancelledError:  # closed without drain: the thread's results will be dropped
             self._fail_running(BatcherClosedError("the server is shutting down"))
             raise
@@ -217,16 +172,15 @@ class StepBatcher(BatcherBase[ItemT, OutT]):
         self.steps_run += 1  # written by the worker only; the loop (and tests) read it
 
     def _deliver(self, finished: StepPass) -> None:
-        real = sum(self._active[key].cost for key in self._moving if key in self._active)
+        real = sum(t.cost for t in self._active.values())
         for key, exc in finished.failed.items():
             self._settle(self._release(key), False, exc)
         done = [(self._release(key), wave) for key, wave in finished.done.items()]
         self.planner.misses.delivered([t for t, _ in done if t is not None], asyncio.get_running_loop().time())
         for ticket, wave in done:
             self._settle(ticket, True, wave)
-        for key in self._moving:
-            if key in self._left:
-                self._left[key] -= len(finished.steps)
+        for key in self._left:
+            self._left[key] -= len(finished.steps)
         for size, frames, seconds in [] if finished.split else finished.steps:  # a split pass: wrong cost
             # Per step: tts_batch_size is the items stepping together, tts_batch_seconds one step.
             self.observer.batch_done(size, seconds, size * frames, real)

@@ -11,6 +11,10 @@ timesteps, text embedding (computed solo, as a batch of one computes it) and Eul
 fixed-grid ``euler`` (``y1 = y0 + (t1 - t0) * f(t0, y0)``). Batched, padding is masked in attention and
 the conv position embedding, so an item's audio does not depend on who shares its steps.
 
+The padded pass inputs (reference mels, text embeddings, masks, the CFG layout) are kept while the same
+items step together, which is most steps: only the noisy mels (held padded, padding kept at zero) and
+the per-row times change. Padding them anew each step cost ~8 % of a small step on CPU.
+
 Not thread-safe: call every method from one thread (the scheduler's model worker).
 """
 
@@ -47,8 +51,8 @@ class _Flow:
     text_cond: torch.Tensor
     text_uncond: torch.Tensor | None
     """Unconditional (dropped-text) embedding; None when the item runs without CFG."""
-    times: torch.Tensor
-    """Timestep schedule, ``nfe_steps + 1`` points from 0 to 1."""
+    times: list[float]
+    """Timestep schedule, ``nfe_steps + 1`` points from 0 to 1 (values of the model dtype)."""
     index: int = 0
 
     @property
@@ -62,6 +66,27 @@ class _Flow:
     @property
     def rows(self) -> int:
         return 1 if self.text_uncond is None else 2
+
+
+@dataclass(eq=False)
+class _Pass:
+    """The padded inputs of a pass over ``flows``, kept while the same items step together. ``x`` holds
+    their noisy mels (the flows' own ``x`` is stale until ``StepSampler._sync``)."""
+
+    keys: tuple[Hashable, ...]
+    flows: list[_Flow]
+    x: torch.Tensor
+    """(items, frames, channels); padding is zero."""
+    cond: torch.Tensor
+    text: torch.Tensor
+    mask: torch.Tensor | None
+    """Per DiT row; None when every item has the same length."""
+    keep: torch.Tensor | None
+    """(items, frames, 1): the real frames of each item; None when none is padded."""
+    guided: torch.Tensor
+    """Indices of the items with CFG; their unconditional rows follow the items' rows in that order."""
+    strengths: list[tuple[float, torch.Tensor, torch.Tensor]]
+    """(CFG strength, positions among the guided, item indices) for each distinct strength."""
 
 
 @dataclass(frozen=True)
@@ -83,6 +108,7 @@ class StepSampler:
         self.engine = engine
         self._dit = dit
         self._flows: dict[Hashable, _Flow] = {}
+        self._pass: _Pass | None = None
 
     # -- membership -----------------------------------------------------------------------------------
 
@@ -98,7 +124,9 @@ class StepSampler:
 
     def remove(self, key: Hashable) -> None:
         """Drop ``key`` (cancellation): it takes no further step. Unknown keys are ignored."""
-        self._flows.pop(key, None)
+        if key in self._flows:
+            self._sync()
+            del self._flows[key]
 
     def _prepare(self, item: SynthesisItem) -> _Flow:
         engine, cfm = self.engine, self.engine.cfm
@@ -117,7 +145,8 @@ class StepSampler:
         times = get_epss_timesteps(item.nfe_steps, device=engine.device, dtype=engine.dtype)
         times = times + item.sway_sampling_coef * (torch.cos(torch.pi / 2 * times) - 1 + times)
         cond = F.pad(ref, (0, 0, 0, frames - ref.shape[0]))
-        return _Flow(item, x, cond, int(ref.shape[0]), text_cond, text_uncond, times)
+        # As floats: exact (a float32 or half value is a double), and a pass builds its time rows in one call.
+        return _Flow(item, x, cond, int(ref.shape[0]), text_cond, text_uncond, times.tolist())
 
     # -- what a scheduler needs to cost a step ---------------------------------------------------------
 
@@ -151,7 +180,7 @@ class StepSampler:
         keys that took their last step. If the pass raises, no item has moved."""
         chosen = self._pending(keys)
         if chosen:
-            self._advance([flow for _, flow in chosen])
+            self._advance(chosen)
         return [key for key, flow in chosen if flow.done]
 
     def step_isolating(self, keys: Iterable[Hashable] | None = None) -> StepResult:
@@ -179,36 +208,67 @@ class StepSampler:
         return [(k, self._flows[k]) for k in wanted if k in self._flows and not self._flows[k].done]
 
     @torch.inference_mode()
-    def _advance(self, flows: list[_Flow]) -> None:
-        velocities = self._velocity(flows)  # computed for all before any state moves: a raise moves none
-        for flow, v in zip(flows, velocities, strict=True):
-            t0, t1 = flow.times[flow.index], flow.times[flow.index + 1]
-            flow.x = flow.x + (t1 - t0) * v  # torchdiffeq's Euler: y0 + dt * f(t0, y0)
+    def _advance(self, chosen: list[tuple[Hashable, _Flow]]) -> None:
+        batch = self._pass_for(chosen)
+        flows, engine = batch.flows, self.engine
+        t0 = torch.tensor([f.times[f.index] for f in flows], dtype=engine.dtype, device=engine.device)
+        t1 = torch.tensor([f.times[f.index + 1] for f in flows], dtype=engine.dtype, device=engine.device)
+        v = self._velocity(batch, t0)  # computed before any state moves: a raise moves none
+        x = batch.x + (t1 - t0)[:, None, None] * v  # torchdiffeq's Euler: y0 + dt * f(t0, y0), per row
+        batch.x = x if batch.keep is None else x.masked_fill(~batch.keep, 0.0)
+        for flow in flows:
             flow.index += 1
 
-    def _velocity(self, flows: list[_Flow]) -> list[torch.Tensor]:
-        """Each item's CFG-combined flow from one DiT pass whose rows are every item's conditional row,
-        then the unconditional rows of the items with CFG."""
-        guided = [f for f in flows if f.text_uncond is not None]
-        rows = flows + guided
-        x = pad_sequence([f.x for f in rows], batch_first=True)
-        # Unconditional rows drop the reference audio: zeros, as DiT's drop_audio_cond does.
-        cond = pad_sequence([f.cond for f in flows] + [torch.zeros_like(f.cond) for f in guided], batch_first=True)
-        uncond = [f.text_uncond for f in guided if f.text_uncond is not None]
-        text = pad_sequence([f.text_cond for f in flows] + uncond, batch_first=True)
-        time = torch.stack([f.times[f.index] for f in rows])
-        lengths = [f.frames for f in rows]
+    def _pass_for(self, chosen: list[tuple[Hashable, _Flow]]) -> _Pass:
+        """The kept pass when the same items step again, else a new one (the old one's mels synced back)."""
+        keys = tuple(key for key, _ in chosen)
+        if self._pass is None or self._pass.keys != keys:
+            self._sync()
+            self._pass = self._layout(keys, [flow for _, flow in chosen])
+        return self._pass
+
+    def _sync(self) -> None:
+        """Write the kept pass's mels back to its flows and drop it (membership is about to change)."""
+        if self._pass is not None:
+            for row, flow in zip(self._pass.x, self._pass.flows, strict=True):
+                flow.x = row[: flow.frames]
+            self._pass = None
+
+    def _layout(self, keys: tuple[Hashable, ...], flows: list[_Flow]) -> _Pass:
+        """The DiT rows of a pass: every item's conditional row, then the unconditional rows of the items
+        with CFG, whose reference audio is dropped (zeros, as DiT's ``drop_audio_cond`` does)."""
+        device = self.engine.device
+        guided = [n for n, f in enumerate(flows) if f.text_uncond is not None]
+        nulls = [flows[n] for n in guided]
+        cond = pad_sequence([f.cond for f in flows] + [torch.zeros_like(f.cond) for f in nulls], batch_first=True)
+        text = pad_sequence([f.text_cond for f in flows] + [f.text_uncond for f in nulls  # type: ignore[misc]
+                                                            ], batch_first=True)
+        lengths = [f.frames for f in flows]
+        mask = keep = None
         # Equal lengths need no mask, which keeps a solo item on exactly the path sample() takes.
-        mask = None if len(set(lengths)) == 1 else lens_to_mask(torch.tensor(lengths, device=x.device))
-        out = self._dit_forward(x, cond, text, time, mask)
-        nulls = iter(out[len(flows) :])
-        velocities = []
-        for flow, pred in zip(flows, out, strict=False):
-            pred = pred[: flow.frames]
-            if flow.text_uncond is not None:  # upstream's CFG combination, with this item's strength
-                pred = pred + (pred - next(nulls)[: flow.frames]) * flow.item.cfg_strength
-            velocities.append(pred)
-        return velocities
+        if len(set(lengths)) > 1:
+            real = lens_to_mask(torch.tensor(lengths, device=device))
+            mask, keep = torch.cat([real, real[guided]]), real[:, :, None]
+        strengths = []
+        for strength in sorted({flows[n].item.cfg_strength for n in guided}):
+            positions = [p for p, n in enumerate(guided) if flows[n].item.cfg_strength == strength]
+            strengths.append((strength, torch.tensor(positions, device=device),
+                              torch.tensor([guided[p] for p in positions], device=device)))
+        x = pad_sequence([f.x for f in flows], batch_first=True)
+        return _Pass(keys, flows, x, cond, text, mask, keep, torch.tensor(guided, dtype=torch.long, device=device),
+                     strengths)
+
+    def _velocity(self, batch: _Pass, time: torch.Tensor) -> torch.Tensor:
+        """Each item's CFG-combined flow (items, frames, channels) from one DiT pass."""
+        x, rows = batch.x, time
+        if batch.strengths:
+            x, rows = torch.cat([x, x[batch.guided]]), torch.cat([time, time[batch.guided]])
+        out = self._dit_forward(x, batch.cond, batch.text, rows, batch.mask)
+        pred, nulls = out[: len(batch.flows)], out[len(batch.flows):]
+        for strength, positions, items in batch.strengths:  # upstream's CFG combination, per strength
+            cond = pred[items]
+            pred = pred.index_copy(0, items, cond + (cond - nulls[positions]) * strength)
+        return pred
 
     def _dit_forward(self, x: torch.Tensor, cond: torch.Tensor, text: torch.Tensor, time: torch.Tensor,
                      mask: torch.Tensor | None) -> torch.Tensor:
@@ -235,6 +295,7 @@ class StepSampler:
         unfinished = [k for k in keys if not self._flows[k].done]
         if unfinished:
             raise ValueError(f"keys {unfinished!r} have steps left")
+        self._sync()
         waves = self._decode([self._flows[k] for k in keys]) if keys else []
         for key in keys:
             del self._flows[key]

@@ -21,16 +21,15 @@ from typing import Any
 
 import numpy as np
 
-from batching import BatcherConfig, MicroBatcher, StepBatcher, Ticket, policy
+from batching import BatcherConfig, MicroBatcher, StepBatcher, policy
 from engine import Engine, SynthesisItem, Voice, warmup_batch_sizes
 from engine.step_model import EngineStepModel
 from scripts.bench_batching import BatchSizes
 
 Batcher = MicroBatcher[SynthesisItem, np.ndarray] | StepBatcher[SynthesisItem, np.ndarray]
 POLICIES = ("fill", "latency", "step")
-EXTRA = ("latency-no-margin", "step-no-pause")
-"""Columns on request only: ``latency`` with admission's learned margin switched off (the margin's A/B);
-``step`` without pausing later chunks for first chunks (every held item steps, as before that change)."""
+EXTRA = ("latency-no-margin",)
+"""Columns on request only: ``latency`` with admission's learned margin switched off (the margin's A/B)."""
 WARM_TEXTS = ("Warming up the model.", "The quick brown fox jumps over the lazy dog near the river.")
 
 
@@ -42,19 +41,11 @@ class SizeLog(BatchSizes):
         return {"batches": len(sizes), "mean_batch_size": round(float(np.mean(sizes)), 2) if sizes else None}
 
 
-class NoPauseStepBatcher(StepBatcher[SynthesisItem, np.ndarray]):
-    """The step scheduler with every held item urgent: nothing is paused (the pause's A/B)."""
-
-    def _urgent(self, ticket: Ticket[SynthesisItem], now: float) -> bool:
-        return True
-
-
 def policies(args: argparse.Namespace) -> dict[str, BatcherConfig]:
     common = {"max_batch_size": args.max_batch_size, "max_queue": 1024, "queue_timeout_s": 120.0}
     latency = BatcherConfig(policy="latency", admission=not args.no_admission, admission_ttfa_s=args.budget, **common)
     configs = {"fill": BatcherConfig(policy="fill", **common), "latency": latency,
-               "step": dataclasses.replace(latency, scheduler="step"), "latency-no-margin": latency,
-               "step-no-pause": dataclasses.replace(latency, scheduler="step")}
+               "step": dataclasses.replace(latency, scheduler="step"), "latency-no-margin": latency}
     return {name: configs[name] for name in args.policies}
 
 
@@ -67,9 +58,8 @@ async def make_batchers(engine: Engine, voice: Voice, args: argparse.Namespace, 
     batchers: dict[str, Batcher] = {}
     for name, config in policies(args).items():
         if config.scheduler == "step":
-            kind = NoPauseStepBatcher if name == "step-no-pause" else StepBatcher
-            step = kind(EngineStepModel(engine), config, logs[name], seed_steps=args.nfe_steps,
-                        executor=thread)  # the one model thread (engine.threads)
+            step = StepBatcher(EngineStepModel(engine), config, logs[name], seed_steps=args.nfe_steps,
+                               executor=thread)  # the one model thread (engine.threads)
             texts = ["Warming up the model.", "The quick brown fox jumps over the lazy dog near the river."]
             items = [SynthesisItem(texts[n % 2], voice, nfe_steps=args.nfe_steps, seed=n)
                      for n in range(args.max_batch_size)]
