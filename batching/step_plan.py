@@ -12,6 +12,11 @@ active item has left, at T(n)). A compute-bound curve (ΔT ≈ T(1)) therefore k
 (a FIFO: processor sharing would delay everyone and speed no one), a flat one (ΔT ≈ 0) fills every slot.
 With a long queue, throughput is what everyone waits for: the request policy's batch plan over active +
 queued items (``target``) may also open slots, while padding stays within ``max_padding``.
+
+A step need not be one pass: ``split`` cuts the active items, by length, into the passes that the curve
+prices cheapest (a short first chunk beside a long later chunk pads to the long one: at 1.2 load a fifth
+of a single pass's frames were padding). Where a pass has a fixed cost worth sharing (a GPU's launches),
+the curve keeps them in one.
 """
 
 from __future__ import annotations
@@ -166,6 +171,27 @@ class StepPlanner:
     def step_seconds(self, size: int, frames: int) -> float:
         return self.costs.predict(STEP_KEY, max(1, size), frames)
 
+    def split(self, frames: Sequence[int]) -> tuple[float, list[list[int]]]:
+        """(predicted seconds, passes) of the cheapest way to step items of ``frames`` once: passes of
+        consecutive lengths (indices into ``frames``, shortest first), each padded to its longest item."""
+        order = sorted(range(len(frames)), key=frames.__getitem__)
+        best, cut = [0.0] + [float("inf")] * len(order), [0] * (len(order) + 1)
+        for end in range(1, len(order) + 1):
+            longest = frames[order[end - 1]]
+            for start in range(end):
+                cost = best[start] + self.step_seconds(end - start, longest)
+                if cost < best[end]:
+                    best[end], cut[end] = cost, start
+        passes, end = [], len(order)
+        while end:
+            passes.append(order[cut[end]:end])
+            end = cut[end]
+        return best[-1], passes[::-1]
+
+    def round_seconds(self, frames: Sequence[int]) -> float:
+        """Predicted seconds of one step of every item of ``frames`` (``split``'s passes)."""
+        return self.split(frames)[0] if frames else 0.0
+
     # -- policy ---------------------------------------------------------------------------------------
 
     def joins(self, load: Load, frames: int, steps: int, first: bool) -> bool:
@@ -177,8 +203,8 @@ class StepPlanner:
         if n == 0 or self.config.policy == "fill":
             return True
         longest = max(load.active)
-        now = self.step_seconds(n, longest)
-        delta = self.step_seconds(n + 1, max(longest, frames)) - now
+        now = self.round_seconds(load.active)
+        delta = self.round_seconds([*load.active, frames]) - now
         slot = min(load.left)
         shared = min(steps, slot)
         gain = weight(first) * (slot * now - shared * delta)
@@ -226,7 +252,7 @@ class StepPlanner:
         if load.queued == 0 and self.fits(load, frames) and self.joins(load, frames, steps, True):
             return 0.0
         longest = max([*load.active, frames])
-        slot = min(load.left, default=0) * self.step_seconds(len(load.active), longest)
+        slot = min(load.left, default=0) * self.round_seconds(load.active)
 
         def per_item(size: int, padded: int) -> float:
             return steps * self.step_seconds(size, padded)
@@ -236,8 +262,9 @@ class StepPlanner:
     def first_audio(self, load: Load, frames: int, steps: int) -> tuple[float, float]:
         """(backlog, predicted seconds to the newcomer's result)."""
         backlog = self.backlog(load, frames, steps)
-        sharing = len(load.active) + 1 if backlog == 0.0 else max(1, len(load.active))
-        return backlog, backlog + steps * self.step_seconds(sharing, max([*load.active, frames]))
+        # Joining now: it steps with the active items; after a wait, with about as many as are active now.
+        sharing = [*load.active, frames] if backlog == 0.0 else [*load.active[1:], frames]
+        return backlog, backlog + steps * self.round_seconds(sharing)
 
     def admit(self, load: Load, frames: int, steps: int) -> float:
         """Refuse (``QueueFullError``) when the first audio would miss the budget because of the work

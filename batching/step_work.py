@@ -4,16 +4,17 @@ timing of single step passes that seeds the per-step cost curve.
 Every function here runs on the scheduler's one worker thread (the model is not thread-safe) and never
 touches the event loop: results go back as a ``StepPass`` for the loop to settle.
 
-One call may take several steps: while nothing finishes and nothing new arrives (``interrupted``), the
-scheduler has nothing to decide between steps, and a round trip through the event loop per step costs
-~1–2 ms here — a fifth of a small model's step on this CPU.
+One call may take several steps (each one or more passes, the planner's split by length): while nothing
+finishes and nothing new arrives (``interrupted``), the scheduler has nothing to decide between steps,
+and a round trip through the event loop per step costs ~1–2 ms here — a fifth of a small model's step on
+this CPU.
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
@@ -37,16 +38,21 @@ class StepPass:
     done: dict[int, Any] = field(default_factory=dict)
     failed: dict[int, BaseException] = field(default_factory=dict)
     steps: list[CostSample] = field(default_factory=list)
-    """(items, padded frames, seconds) of each clean step pass taken."""
+    """(items, padded frames, seconds) of each clean pass taken (a step may take several)."""
+    real: list[int] = field(default_factory=list)
+    """Unpadded frames of each pass in ``steps``."""
+    rounds: int = 0
+    """Steps every held item took."""
     split: bool = False
     """A pass raised and was split: its time says nothing about the cost curve."""
 
 
 def work(model: StepModel[ItemT, OutT], joining: list[Ticket[ItemT]], leaving: list[int],
-         interrupted: Callable[[], bool], stepped: Callable[[], None]) -> StepPass:
-    """Apply leaves and joins, then step until an item finishes or fails, ``interrupted()`` (a submit or
-    cancel on the loop), or ``RUN_S``; vocode what finished. ``stepped()`` after every pass (progress the
-    loop can read while the call runs)."""
+         passes: Sequence[Mapping[int, int]], interrupted: Callable[[], bool], stepped: Callable[[], None]) -> StepPass:
+    """Apply leaves and joins, then step: each step runs ``passes`` (key → frames; every held item in one
+    of them, the planner's ``split`` by length), until an item finishes or fails, ``interrupted()`` (a submit or cancel
+    on the loop), or ``RUN_S``; vocode what finished. ``stepped()`` after every step (progress the loop
+    can read while the call runs)."""
     out = StepPass()
     for key in leaving:
         model.remove(key)
@@ -55,20 +61,27 @@ def work(model: StepModel[ItemT, OutT], joining: list[Ticket[ItemT]], leaving: l
             model.add(ticket.item, ticket.seq)
         except Exception as exc:  # an item the model cannot voice fails alone, before any step
             out.failed[ticket.seq] = exc
+    groups = [{key: frames for key, frames in keys.items() if key not in out.failed} for keys in passes]
+    groups = [keys for keys in groups if keys]
     began = time.perf_counter()
-    while model.active:
-        size, (_, frames) = model.active, model.pass_cost()
-        started = time.perf_counter()
-        result = model.step_isolating()
-        seconds = time.perf_counter() - started
-        for bad, error in result.failed.items():
-            model.remove(bad)
-            out.failed[cast(int, bad)] = error  # our keys are ticket seqs
-        out.split = out.split or bool(result.failed)
-        out.steps.append(CostSample(size, frames, seconds))
+    while groups and model.active:
+        finished: list[int] = []
+        for keys in groups:
+            frames = model.pass_cost(keys)[1]
+            started = time.perf_counter()
+            result = model.step_isolating(list(keys))
+            seconds = time.perf_counter() - started
+            for bad, error in result.failed.items():
+                model.remove(bad)
+                out.failed[cast(int, bad)] = error  # our keys are ticket seqs
+            out.split = out.split or bool(result.failed)
+            out.steps.append(CostSample(len(keys), frames, seconds))
+            out.real.append(sum(keys.values()))
+            finished += [cast(int, k) for k in result.finished]
+        out.rounds += 1
         stepped()
-        out.done = finish(model, [cast(int, k) for k in result.finished], out.failed)
-        if out.done or out.failed or interrupted() or started + seconds - began > RUN_S:
+        out.done = finish(model, finished, out.failed)
+        if out.done or out.failed or interrupted() or time.perf_counter() - began > RUN_S:
             break
     return out
 

@@ -159,11 +159,13 @@ class StepBatcher(BatcherBase[ItemT, OutT]):
     async def _step(self) -> StepPass:
         joining, leaving = self._joining, self._leaving
         self._joining, self._leaving = [], []
+        held = list(self._active.values())
+        passes = [{held[n].seq: held[n].cost for n in group} for group in self.planner.split([t.cost for t in held])[1]]
         self._news.clear()  # on the loop, after _admit: a submit or cancel from now on stops the worker's run
         loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self._executor, work, self.model, joining, leaving, self._news.is_set,
-                                              self._stepped)
+            return await loop.run_in_executor(self._executor, work, self.model, joining, leaving, passes,
+                                              self._news.is_set, self._stepped)
         except asyncio.CancelledError:  # closed without drain: the thread's results will be dropped
             self._fail_running(BatcherClosedError("the server is shutting down"))
             raise
@@ -172,7 +174,6 @@ class StepBatcher(BatcherBase[ItemT, OutT]):
         self.steps_run += 1  # written by the worker only; the loop (and tests) read it
 
     def _deliver(self, finished: StepPass) -> None:
-        real = sum(t.cost for t in self._active.values())
         for key, exc in finished.failed.items():
             self._settle(self._release(key), False, exc)
         done = [(self._release(key), wave) for key, wave in finished.done.items()]
@@ -180,9 +181,10 @@ class StepBatcher(BatcherBase[ItemT, OutT]):
         for ticket, wave in done:
             self._settle(ticket, True, wave)
         for key in self._left:
-            self._left[key] -= len(finished.steps)
-        for size, frames, seconds in [] if finished.split else finished.steps:  # a split pass: wrong cost
-            # Per step: tts_batch_size is the items stepping together, tts_batch_seconds one step.
+            self._left[key] -= finished.rounds
+        clean = [] if finished.split else zip(finished.steps, finished.real, strict=True)  # a split: wrong cost
+        for (size, frames, seconds), real in clean:
+            # Per pass: tts_batch_size is the items stepping together, tts_batch_seconds one pass.
             self.observer.batch_done(size, seconds, size * frames, real)
             self.planner.observe(size, frames, seconds)
 

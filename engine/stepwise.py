@@ -12,8 +12,9 @@ fixed-grid ``euler`` (``y1 = y0 + (t1 - t0) * f(t0, y0)``). Batched, padding is 
 the conv position embedding, so an item's audio does not depend on who shares its steps.
 
 The padded pass inputs (reference mels, text embeddings, masks, the CFG layout) are kept while the same
-items step together, which is most steps: only the noisy mels (held padded, padding kept at zero) and
-the per-row times change. Padding them anew each step cost ~8 % of a small step on CPU.
+items step together (in one pass or several: a scheduler may split a step by length), which is most
+steps: only the noisy mels (held padded, padding kept at zero) and the per-row times change. Padding them
+anew each step cost 6–8 % of a step of 4–8 mixed-length items on CPU.
 
 Not thread-safe: call every method from one thread (the scheduler's model worker).
 """
@@ -108,7 +109,9 @@ class StepSampler:
         self.engine = engine
         self._dit = dit
         self._flows: dict[Hashable, _Flow] = {}
-        self._pass: _Pass | None = None
+        self._passes: dict[tuple[Hashable, ...], _Pass] = {}
+        """Kept passes, by their keys; an item is in one at most (a scheduler may step its items in
+        several passes, split by length)."""
 
     # -- membership -----------------------------------------------------------------------------------
 
@@ -125,7 +128,7 @@ class StepSampler:
     def remove(self, key: Hashable) -> None:
         """Drop ``key`` (cancellation): it takes no further step. Unknown keys are ignored."""
         if key in self._flows:
-            self._sync()
+            self._sync([key])
             del self._flows[key]
 
     def _prepare(self, item: SynthesisItem) -> _Flow:
@@ -220,19 +223,24 @@ class StepSampler:
             flow.index += 1
 
     def _pass_for(self, chosen: list[tuple[Hashable, _Flow]]) -> _Pass:
-        """The kept pass when the same items step again, else a new one (the old one's mels synced back)."""
+        """The kept pass when the same items step together again, else a new one (kept passes holding any
+        of its items are synced back and dropped first)."""
         keys = tuple(key for key, _ in chosen)
-        if self._pass is None or self._pass.keys != keys:
-            self._sync()
-            self._pass = self._layout(keys, [flow for _, flow in chosen])
-        return self._pass
+        kept = self._passes.get(keys)
+        if kept is None:
+            self._sync(keys)
+            kept = self._passes[keys] = self._layout(keys, [flow for _, flow in chosen])
+        return kept
 
-    def _sync(self) -> None:
-        """Write the kept pass's mels back to its flows and drop it (membership is about to change)."""
-        if self._pass is not None:
-            for row, flow in zip(self._pass.x, self._pass.flows, strict=True):
-                flow.x = row[: flow.frames]
-            self._pass = None
+    def _sync(self, keys: Iterable[Hashable] | None = None) -> None:
+        """Write the mels of kept passes holding any of ``keys`` (default: all) back to their flows and
+        drop those passes (their membership is about to change)."""
+        wanted = None if keys is None else set(keys)
+        for held, kept in list(self._passes.items()):
+            if wanted is None or not wanted.isdisjoint(held):
+                for row, flow in zip(kept.x, kept.flows, strict=True):
+                    flow.x = row[: flow.frames]
+                del self._passes[held]
 
     def _layout(self, keys: tuple[Hashable, ...], flows: list[_Flow]) -> _Pass:
         """The DiT rows of a pass: every item's conditional row, then the unconditional rows of the items
@@ -295,7 +303,7 @@ class StepSampler:
         unfinished = [k for k in keys if not self._flows[k].done]
         if unfinished:
             raise ValueError(f"keys {unfinished!r} have steps left")
-        self._sync()
+        self._sync(keys)
         waves = self._decode([self._flows[k] for k in keys]) if keys else []
         for key in keys:
             del self._flows[key]

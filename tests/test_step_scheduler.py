@@ -199,3 +199,42 @@ async def test_seed_times_single_step_passes_per_size_and_length(engine: Engine,
     assert await batcher.call_in_worker(lambda: model.sampler.keys()) == []  # the timing items are gone
     await batcher.close(drain=False)
 
+
+
+def test_split_cuts_a_step_by_length_where_the_curve_says_so() -> None:
+    frames = [100, 400, 110, 390]
+    cpu = planner_with(lambda n: 0.0)  # a small fixed cost per pass, the rest grows with padded frames
+    cpu.step_seconds = lambda size, longest: 1e-3 + 1e-5 * size * longest  # type: ignore[method-assign]
+    seconds, passes = cpu.split(frames)
+    assert passes == [[0, 2], [3, 1]] and seconds == pytest.approx(2e-3 + 1e-5 * (2 * 110 + 2 * 400))
+    launch_bound = planner_with(lambda n: 0.0)  # a GPU: the pass's fixed cost dwarfs the padding
+    launch_bound.step_seconds = lambda size, longest: 0.01 + 1e-7 * size * longest  # type: ignore[method-assign]
+    assert launch_bound.split(frames)[1] == [[0, 2, 3, 1]]
+    assert cpu.split([]) == (0.0, [])
+
+
+class PassSizes(NullObserver):
+    def __init__(self) -> None:
+        self.sizes: list[int] = []
+
+    def batch_done(self, size: int, seconds: float, padded_frames: int, real_frames: int) -> None:
+        self.sizes.append(size)
+
+
+async def test_a_step_split_by_length_keeps_every_item_exact(engine: Engine, voice_en: Voice) -> None:
+    items = [SynthesisItem("Hi there.", voice_en, nfe_steps=6, seed=21),
+             SynthesisItem(LONG + " " + LONG, voice_en, nfe_steps=6, seed=22),
+             SynthesisItem("Hello you.", voice_en, nfe_steps=6, seed=23)]
+    solo = [engine.synthesize([item])[0] for item in items]
+    sizes = PassSizes()
+    batcher: StepBatcher[SynthesisItem, np.ndarray] = StepBatcher(
+        EngineStepModel(engine), dataclasses.replace(CONFIG, policy="fill"), sizes)  # fill: all join at once
+    batcher.planner.step_seconds = lambda size, frames: 5e-4 + 1e-6 * size * frames  # type: ignore[method-assign]
+    await batcher.start()
+    try:
+        waves = await asyncio.gather(*(batcher.run(item) for item in items))
+    finally:
+        await batcher.close()
+    assert 2 in sizes.sizes and 1 in sizes.sizes and 3 not in sizes.sizes  # the short pair, the long one alone
+    errors = [rel_l2(w, ref) for w, ref in zip(waves, solo, strict=True)]
+    assert max(errors) <= TOLERANCE, errors

@@ -92,28 +92,31 @@ def test_joins_and_leaves_do_not_change_audio(engine: Engine, items: list[Synthe
 
 
 @pytest.mark.parametrize("seed", [21, 22])
-def test_paused_items_and_kept_passes_do_not_change_audio(engine: Engine, items: list[SynthesisItem],
-                                                          solo: list[np.ndarray], seed: int) -> None:
-    """Every item held from the start; each run of 1–3 steps moves a random subset (the rest paused), so
-    kept passes are reused across steps, and rebuilt whenever the subset changes."""
+def test_paused_items_split_passes_and_kept_passes_do_not_change_audio(
+        engine: Engine, items: list[SynthesisItem], solo: list[np.ndarray], seed: int) -> None:
+    """Every item held from the start; each run of 1–3 steps moves a random subset (the rest paused), cut
+    in one or two passes, so kept passes are reused across steps, and rebuilt whenever the cut changes."""
     rng = random.Random(seed)
     stepper = StepSampler(engine)
     for i, item in enumerate(items):
         stepper.add(item, i)
     done: dict[Hashable, np.ndarray] = {}
-    reused = 0
+    reused = split = 0
     while len(done) < len(items):
         held = stepper.keys()  # a method: the stepper is no mapping
-        moving = [k for k in held if stepper.remaining(k) > 0 and rng.random() < 0.6]
+        moving = [k for k in held if stepper.remaining(k) > 0 and rng.random() < 0.7]
+        cut = rng.randrange(1, len(moving)) if len(moving) > 1 and rng.random() < 0.5 else len(moving)
+        passes = [p for p in (moving[:cut], moving[cut:]) if p]
+        split += len(passes) > 1
         for run in range(rng.randrange(1, 4)):
-            finished = stepper.step(moving)
+            finished = [key for keys in passes for key in stepper.step(keys)]
             reused += run > 0 and bool(moving)
             done.update(zip(finished, stepper.finish(finished), strict=True))
             if finished:
                 break
-    assert reused >= 3, "no pass was kept across steps: the test would prove nothing"
+    assert reused >= 3 and split >= 2, "no pass kept across steps, or none split: the test would prove nothing"
     errors = [rel_l2(done[i], solo[i]) for i in range(len(items))]
-    print(f"random pauses (seed {seed}), rel L2:", errors)
+    print(f"random pauses and splits (seed {seed}), rel L2:", errors)
     assert max(errors) <= TOLERANCE, errors
 
 
