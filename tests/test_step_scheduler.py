@@ -204,11 +204,11 @@ async def test_seed_times_single_step_passes_per_size_and_length(engine: Engine,
 def test_split_cuts_a_step_by_length_where_the_curve_says_so() -> None:
     frames = [100, 400, 110, 390]
     cpu = planner_with(lambda n: 0.0)  # a small fixed cost per pass, the rest grows with padded frames
-    cpu.step_seconds = lambda size, longest: 1e-3 + 1e-5 * size * longest  # type: ignore[method-assign]
+    cpu.step_seconds = lambda size, frames: 1e-3 + 1e-5 * size * frames  # type: ignore[method-assign]
     seconds, passes = cpu.split(frames)
     assert passes == [[0, 2], [3, 1]] and seconds == pytest.approx(2e-3 + 1e-5 * (2 * 110 + 2 * 400))
     launch_bound = planner_with(lambda n: 0.0)  # a GPU: the pass's fixed cost dwarfs the padding
-    launch_bound.step_seconds = lambda size, longest: 0.01 + 1e-7 * size * longest  # type: ignore[method-assign]
+    launch_bound.step_seconds = lambda size, frames: 0.01 + 1e-7 * size * frames  # type: ignore[method-assign]
     assert launch_bound.split(frames)[1] == [[0, 2, 3, 1]]
     assert cpu.split([]) == (0.0, [])
 
