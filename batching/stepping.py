@@ -174,6 +174,8 @@ class StepBatcher(BatcherBase[ItemT, OutT]):
         self.steps_run += 1  # written by the worker only; the loop (and tests) read it
 
     def _deliver(self, finished: StepPass) -> None:
+        if finished.done or finished.failed:  # one line per call that settled something, as a batch's line
+            self._log(finished)
         for key, exc in finished.failed.items():
             self._settle(self._release(key), False, exc)
         done = [(self._release(key), wave) for key, wave in finished.done.items()]
@@ -187,6 +189,16 @@ class StepBatcher(BatcherBase[ItemT, OutT]):
             # Per pass: tts_batch_size is the items stepping together, tts_batch_seconds one pass.
             self.observer.batch_done(size, seconds, size * frames, real)
             self.planner.observe(size, frames, seconds)
+
+    def _log(self, finished: StepPass) -> None:
+        """The request mode's ``batch`` line for a worker call: ``size`` is the most items that stepped
+        together in one pass, ``steps`` how many steps the call took; request ids of every held item."""
+        log.info("batch", extra={
+            "size": max((s.size for s in finished.steps), default=0), "steps": finished.rounds,
+            "passes": len(finished.steps), "seconds": round(sum(s.seconds for s in finished.steps), 4),
+            "request_ids": sorted({t.request_id for t in self._active.values() if t.request_id}),
+            "finished": len(finished.done), "failed": len(finished.failed),
+        })
 
     # -- settling -------------------------------------------------------------------------------------
 

@@ -162,6 +162,10 @@ class StepSampler:
         """Every held key, finished or not, in join order."""
         return list(self._flows)
 
+    def item(self, key: Hashable) -> SynthesisItem:
+        """The item held under ``key``."""
+        return self._flows[key].item
+
     def frames(self, key: Hashable) -> int:
         """Total frames (reference + generated) of ``key``: its padded length in a pass."""
         return self._flows[key].frames

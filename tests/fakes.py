@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 
 from engine import SynthesisItem
+from engine.step_model import EngineStepModel
+from engine.stepwise import StepResult
 
 if TYPE_CHECKING:
     from tests.conftest import LiveServer
@@ -97,7 +99,8 @@ class RecordingObserver:
 
 
 class Gate:
-    """Holds every model batch until opened: the fault a test needs to fill the queue or time items out."""
+    """Holds every model batch (or step pass) until opened: the fault a test needs to fill the queue or time
+    items out."""
 
     def __init__(self, live: LiveServer, monkeypatch: pytest.MonkeyPatch) -> None:
         self.event = threading.Event()
@@ -112,6 +115,16 @@ class Gate:
             return original(items)
 
         monkeypatch.setattr(engine, "synthesize", gated)
+        model = getattr(live.state.runtime.batcher, "model", None)
+        if isinstance(model, EngineStepModel):  # --scheduler step: hold every step pass instead
+            step = model.step_isolating
+
+            def gated_step(keys: Iterable[Hashable] | None = None) -> StepResult:
+                self.entered.set()
+                self.event.wait(20)
+                return step(keys)
+
+            monkeypatch.setattr(model, "step_isolating", gated_step)
 
     async def wait_entered(self) -> None:
         assert await asyncio.to_thread(self.entered.wait, 10)

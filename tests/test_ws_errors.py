@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Sequence
+from collections.abc import Hashable, Iterable, Sequence
 from typing import Any
 
 import aiohttp
@@ -13,6 +13,7 @@ import orjson
 import pytest
 
 from engine import SynthesisItem
+from engine.step_model import EngineStepModel
 from scripts.client import StreamError, TTSClient
 from server.core.app import drain
 from server.ws.protocol import ERROR_CODES
@@ -192,6 +193,18 @@ async def test_internal_error_is_reported_and_server_survives(live_en: LiveServe
         return original(items)
 
     monkeypatch.setattr(engine, "synthesize", broken)
+    model = getattr(live_en.state.runtime.batcher, "model", None)
+    if isinstance(model, EngineStepModel):  # --scheduler step: the same fault in its step passes
+        sampler, step = model.sampler, model.sampler.step
+
+        def broken_step(keys: Iterable[Hashable] | None = None) -> list[Hashable]:
+            held = sampler.keys()  # a method: the sampler is no mapping
+            chosen = held if keys is None else [key for key in keys if key in held]
+            if any("explode" in sampler.item(key).text for key in chosen):
+                raise RuntimeError("CUDA error: an illegal memory access was encountered")
+            return step(keys)
+
+        monkeypatch.setattr(sampler, "step", broken_step)
     async with TTSClient(live_en.ws_url) as client:
         error = await expect_stream_error(client, "Please explode.", "internal", voice="en")
         assert "illegal memory" not in str(error)  # details stay in the server log

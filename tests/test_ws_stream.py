@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 import numpy as np
 import pytest
@@ -10,8 +11,9 @@ import pytest
 from engine import SynthesisItem
 from scripts.client import StreamError, TTSClient
 from server.core.audio import CROSS_FADE_S, CrossFader, to_pcm16
+from server.core.settings import Settings
 from server.core.textfeed import TextFeed
-from tests.conftest import LiveServer, wait_until
+from tests.conftest import LiveServer, upload_voice, wait_until
 
 LONG_TEXT = ("Hello there. This is a longer paragraph for the streaming test, with several sentences. "
              "It goes on for a while so that the server must cut it into chunks. And then it ends here.")
@@ -45,6 +47,18 @@ def assert_same_audio(got: np.ndarray, expected: np.ndarray) -> None:
     assert np.linalg.norm(diff) / np.linalg.norm(expected.astype(np.float64)) <= 1e-3
 
 
+async def test_request_scheduler_round_trip_is_bit_exact(start_server, test_settings: Settings) -> None:  # type: ignore[no-untyped-def]
+    """``--scheduler request`` runs the engine's own batch call: what arrives equals it bit for bit."""
+    live: LiveServer = await start_server(dataclasses.replace(test_settings, scheduler="request"))
+    assert type(live.state.runtime.batcher).__name__ == "MicroBatcher"
+    assert (await upload_voice(live)).status == 201
+    text = "Hello there, this is the first sentence. And this is the second one, a little longer."
+    async with TTSClient(live.ws_url) as client:
+        result = await client.synthesize(text, voice="en", seed=5)
+    assert result.end is not None and result.end["chunks"] == 2
+    assert np.array_equal(received(result), await expected_audio(live, text, "en", 5))
+
+
 async def test_round_trip_single_chunk_equals_engine(live_en: LiveServer) -> None:
     async with TTSClient(live_en.ws_url) as client:
         result = await client.synthesize("Hello there, how are you?", voice="en", seed=11)
@@ -54,7 +68,11 @@ async def test_round_trip_single_chunk_equals_engine(live_en: LiveServer) -> Non
     assert result.end["samples"] == len(result.pcm) // 2 > 0
     assert result.end["chunks"] == 1 and result.end["frames"] == result.frames
     assert result.end["ttfa_ms"] <= result.end["latency_ms"] and result.end["rtf"] > 0
-    assert np.array_equal(received(result), await expected_audio(live_en, "Hello there, how are you?", "en", 11))
+    expected = await expected_audio(live_en, "Hello there, how are you?", "en", 11)
+    if live_en.state.settings.scheduler == "request":  # the same batch call: bit for bit
+        assert np.array_equal(received(result), expected)
+    else:  # step passes reproduce it to ~1e-6 (tests/test_stepwise.py)
+        assert_same_audio(received(result), expected)
 
 
 async def test_round_trip_multi_chunk_is_cross_faded_engine_audio(live_en: LiveServer) -> None:

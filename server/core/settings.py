@@ -68,7 +68,7 @@ class Settings:
     max_queue_frames: int = _opt("queued mel frames before queue_full", default=600_000)
     queue_timeout_s: float = _opt("a chunk not started by then fails with timeout", default=30.0)
     scheduler: str = _opt("request (whole batches run to completion) or step (requests join a running batch "
-                          "between flow steps)", default="request")
+                          "between flow steps)", default="step")
     batch_policy: str = _opt("latency (a chunk joins a batch only where the learned cost model says it finishes "
                              "the queue sooner) or fill (fill every batch, the old policy)", default="latency")
     admission: bool = _opt("refuse a new stream at once (queue_full + retry_after_ms) when its first audio is "
