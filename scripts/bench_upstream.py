@@ -9,11 +9,12 @@ and always downloads Vocos), so ``serve-upstream`` below runs its own ``TTSStrea
 ``start_server`` with two hooks: the tiny architecture and the local Vocos. Everything else — chunking,
 ``infer_batch_process``, the accept loop, the wire — is upstream's code as installed.
 
-Systems: upstream, ours with ``--batch-policy latency`` (the default) and ``--batch-policy fill`` (the old
-policy). Each runs in its own process with OMP_NUM_THREADS=2, on the same checkpoint files, the default
-voice (f5-tts's ``basic_ref_en.wav`` with its transcript), the same sentences and flow steps. Rounds run
-the systems interleaved (A, B, C, A, B, C...) so machine drift hits all alike. JSON to
-out/bench_upstream.json; a table with the ratios ours/upstream to stdout.
+Systems: upstream; ours as it ships (``ours-step``: ``--scheduler step``, the default since #13), and in
+request mode with ``--batch-policy latency`` (``ours-latency``, #12's default) and ``--batch-policy fill``
+(``ours-fill``, the old policy). Each runs in its own process with OMP_NUM_THREADS=2, on the same
+checkpoint files, the default voice (f5-tts's ``basic_ref_en.wav`` with its transcript), the same sentences
+and flow steps. Rounds run the systems interleaved (A, B, C, A, B, C...) so machine drift hits all alike.
+JSON to out/bench_upstream.json; a table with the ratios ours/upstream to stdout.
 
 Upstream clients open one connection per request (its server serves a connection until it closes, so a
 client holding its socket would lock the others out for all its requests); latency and time to first
@@ -127,10 +128,16 @@ def upstream_command(tiny: TinyPaths, port: int, nfe_steps: int) -> list[str]:
             "--nfe-steps", str(nfe_steps)]
 
 
-def ours_command(tiny: TinyPaths, port: int, policy: str) -> list[str]:
+OURS = {"ours-step": ["--scheduler", "step"],
+        "ours-latency": ["--scheduler", "request", "--batch-policy", "latency"],
+        "ours-fill": ["--scheduler", "request", "--batch-policy", "fill"]}
+"""Our systems and the flags that make them (everything else as the server ships)."""
+
+
+def ours_command(tiny: TinyPaths, port: int, system: str) -> list[str]:
     return [sys.executable, "-m", "server", "--model", "tiny", "--host", "127.0.0.1", "--port", str(port),
             "--ckpt-file", str(tiny.ckpt), "--vocab-file", str(tiny.vocab), "--vocoder-path",
-            str(tiny.vocoder_dir), "--device", "cpu", "--batch-policy", policy]
+            str(tiny.vocoder_dir), "--device", "cpu", *OURS[system]]
 
 
 # -- processes --------------------------------------------------------------------------------------------
@@ -383,7 +390,7 @@ def launch_all(args: argparse.Namespace, workdir: Path) -> dict[str, tuple[subpr
         for system in args.systems:
             port = free_port()
             command = (upstream_command(tiny, port, args.nfe_steps) if system == "upstream"
-                       else ours_command(tiny, port, system.removeprefix("ours-")))
+                       else ours_command(tiny, port, system))
             log = workdir / f"{system}.log"
             code_root = ROOT if system == "upstream" else Path(args.ours_root).resolve()
             procs[system] = (start(command, log, workdir, code_root), port)
@@ -475,8 +482,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--requests", type=int, default=3, help="requests per client per round")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--nfe-steps", type=int, default=32)
-    parser.add_argument("--systems", nargs="+", default=["upstream", "ours-latency", "ours-fill"],
-                        choices=["upstream", "ours-latency", "ours-fill"])
+    parser.add_argument("--systems", nargs="+", default=["upstream", *OURS], choices=["upstream", *OURS])
     parser.add_argument("--tiny-cache-dir", default="")
     parser.add_argument("--ours-root", default=str(ROOT),
                         help="the tree our server runs from (e.g. a `git archive HEAD` snapshot while the shared "
