@@ -1,6 +1,7 @@
-"""The step scheduler (``--scheduler step``) on the real tiny engine: joins mid-run, exactness against solo
-runs, cancellation, deadlines, fault isolation, refusal; one real server streaming with it; and the join
-rule on scripted step cost curves."""
+"""The step scheduler (``--scheduler step``, the default) on the real tiny engine: joins mid-run, exactness
+against solo runs, cancellation, deadlines, fault isolation, refusal, steps split by length; and the join
+rule and split on scripted step cost curves. The server tests run it as the default (both schedulers side
+by side: tests/test_ws_stream.py)."""
 
 from __future__ import annotations
 
@@ -16,10 +17,6 @@ from batching.step_plan import Load, StepPlanner
 from engine import Engine, SynthesisItem, Voice
 from engine.step_model import EngineStepModel
 from engine.stepwise import StepSampler
-from scripts.client import TTSClient
-from server.core.settings import Settings
-from tests.conftest import LiveServer, upload_voice
-from tests.test_ws_stream import assert_same_audio, expected_audio, received
 
 TOLERANCE = 1e-3
 LONG = "This one is a rather long sentence, so that it takes many flow steps to finish."
@@ -145,19 +142,6 @@ async def test_queue_full_refuses_at_once(engine: Engine, voice_en: Voice) -> No
         batcher.submit(item, first=True)
     assert refused.value.retry_after_ms > 0 and batcher.queued == 1
     await batcher.close(drain=False)
-
-
-async def test_server_streams_with_step_scheduler(start_server, test_settings: Settings) -> None:  # type: ignore[no-untyped-def]
-    live: LiveServer = await start_server(dataclasses.replace(test_settings, scheduler="step"))
-    assert type(live.state.runtime.batcher).__name__ == "StepBatcher"
-    assert (await upload_voice(live)).status == 201
-    text = "Hello there, this is the first sentence. And this is the second one, a little longer."
-    async with TTSClient(live.ws_url) as client:
-        first, second = await asyncio.gather(client.synthesize(text, voice="en", seed=3),
-                                             client.synthesize("Another stream at once.", voice="en", seed=9))
-    assert first.end is not None and second.end is not None
-    assert_same_audio(received(first), await expected_audio(live, text, "en", 3))
-    assert_same_audio(received(second), await expected_audio(live, "Another stream at once.", "en", 9))
 
 
 def planner_with(curve: Callable[[int], float], max_batch_size: int = 8) -> StepPlanner:

@@ -47,16 +47,28 @@ def assert_same_audio(got: np.ndarray, expected: np.ndarray) -> None:
     assert np.linalg.norm(diff) / np.linalg.norm(expected.astype(np.float64)) <= 1e-3
 
 
-async def test_request_scheduler_round_trip_is_bit_exact(start_server, test_settings: Settings) -> None:  # type: ignore[no-untyped-def]
-    """``--scheduler request`` runs the engine's own batch call: what arrives equals it bit for bit."""
-    live: LiveServer = await start_server(dataclasses.replace(test_settings, scheduler="request"))
-    assert type(live.state.runtime.batcher).__name__ == "MicroBatcher"
+@pytest.mark.parametrize("scheduler", ["request", "step"])
+async def test_each_scheduler_streams_what_the_engine_makes(start_server, test_settings: Settings,  # type: ignore[no-untyped-def]
+                                                             scheduler: str) -> None:
+    """Alone, ``--scheduler request`` runs the engine's own batch call (bit for bit) and step passes
+    reproduce it to ~1e-6; two streams at once share passes and keep their own audio."""
+    live: LiveServer = await start_server(dataclasses.replace(test_settings, scheduler=scheduler))
+    assert type(live.state.runtime.batcher).__name__ == {"request": "MicroBatcher", "step": "StepBatcher"}[scheduler]
     assert (await upload_voice(live)).status == 201
     text = "Hello there, this is the first sentence. And this is the second one, a little longer."
     async with TTSClient(live.ws_url) as client:
-        result = await client.synthesize(text, voice="en", seed=5)
-    assert result.end is not None and result.end["chunks"] == 2
-    assert np.array_equal(received(result), await expected_audio(live, text, "en", 5))
+        alone = await client.synthesize(text, voice="en", seed=5)
+        first, second = await asyncio.gather(client.synthesize(text, voice="en", seed=3),
+                                             client.synthesize("Another stream at once.", voice="en", seed=9))
+    assert alone.end is not None and alone.end["chunks"] == 2
+    expected = await expected_audio(live, text, "en", 5)
+    if scheduler == "request":
+        assert np.array_equal(received(alone), expected)
+    else:
+        assert_same_audio(received(alone), expected)
+    assert first.end is not None and second.end is not None
+    assert_same_audio(received(first), await expected_audio(live, text, "en", 3))
+    assert_same_audio(received(second), await expected_audio(live, "Another stream at once.", "en", 9))
 
 
 async def test_round_trip_single_chunk_equals_engine(live_en: LiveServer) -> None:
