@@ -1,8 +1,10 @@
-"""The step scheduler (``--scheduler step``): queued items join the running batch between flow steps.
+"""The step scheduler (``--scheduler step``, the default): queued items join the running batch between flow
+steps.
 
     while True:
         self._admit()                    # on the event loop: queued tickets take free slots
-        finished = await self._step()    # in the worker thread: joins, leaves, one step, vocode the done
+        finished = await self._step()    # in the worker thread: joins, leaves, steps (each step one or
+                                         # more passes, split by length), vocode the done
         self._deliver(finished)          # on the event loop: settle their futures
 
 Same surface as ``MicroBatcher`` (submit/run/close/call_in_worker, the queue figures, observer calls), the

@@ -14,7 +14,7 @@ the conv position embedding, so an item's audio does not depend on who shares it
 The padded pass inputs (reference mels, text embeddings, masks, the CFG layout) are kept while the same
 items step together (in one pass or several: a scheduler may split a step by length), which is most
 steps: only the noisy mels (held padded, padding kept at zero) and the per-row times change. Padding them
-anew each step cost 6–8 % of a step of 4–8 mixed-length items on CPU.
+anew each step cost 1–8 % of a step of 4–8 short mixed-length items on CPU.
 
 Not thread-safe: call every method from one thread (the scheduler's model worker).
 """

@@ -19,7 +19,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -53,8 +53,14 @@ def timed(engine: Engine, fn: Callable[[], Any]) -> float:
     return time.perf_counter() - started
 
 
-def measure(engine: Engine, voice: Voice, active: int, steps: int, nfe: int) -> dict[str, float]:
-    items = [SynthesisItem(TEXTS[i % len(TEXTS)], voice, nfe_steps=nfe, seed=i) for i in range(active)]
+SHORT_TEXTS = ("Sure, I can help with that.", "Thanks for calling. How can I help you today?",
+               "Your order has shipped and should arrive on Thursday between nine and five.")
+"""First-chunk-like texts (the load test's short replies): small passes, where per-step overhead shows."""
+
+
+def measure(engine: Engine, voice: Voice, active: int, steps: int, nfe: int,
+            texts: Sequence[str] = TEXTS) -> dict[str, float]:
+    items = [SynthesisItem(texts[i % len(texts)], voice, nfe_steps=nfe, seed=i) for i in range(active)]
     stepper = StepSampler(engine)
     for i, item in enumerate(items):
         stepper.add(item, i)
@@ -80,6 +86,7 @@ def main() -> int:
     parser.add_argument("--active", default="1,2,4,8")
     parser.add_argument("--steps", type=int, default=5, help="timed steps per active count (median)")
     parser.add_argument("--nfe-steps", type=int, default=16)
+    parser.add_argument("--short", action="store_true", help="first-chunk-like texts only (small passes)")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -89,7 +96,8 @@ def main() -> int:
         engine = Engine.load(EngineConfig(model=args.model, device=args.device, dtype=args.dtype,
                                           ckpt_file=ckpt, vocoder_path=vocoder))
         voices = {"1s": clip_voice(engine, 1.0), "default": engine.default_voice()}
-        results = {name: [measure(engine, voice, int(n), args.steps, args.nfe_steps)
+        texts = SHORT_TEXTS if args.short else TEXTS
+        results = {name: [measure(engine, voice, int(n), args.steps, args.nfe_steps, texts)
                           for n in args.active.split(",")] for name, voice in voices.items()}
     report = {"model": args.model, "random_weights": args.random_weights, "device": str(engine.device),
               "dtype": str(engine.dtype).removeprefix("torch."), "nfe_steps": args.nfe_steps,
