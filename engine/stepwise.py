@@ -253,8 +253,8 @@ class StepSampler:
         guided = [n for n, f in enumerate(flows) if f.text_uncond is not None]
         nulls = [flows[n] for n in guided]
         cond = pad_sequence([f.cond for f in flows] + [torch.zeros_like(f.cond) for f in nulls], batch_first=True)
-        text = pad_sequence([f.text_cond for f in flows] + [f.text_uncond for f in nulls  # type: ignore[misc]
-                                                            ], batch_first=True)
+        uncond = [f.text_uncond for f in nulls if f.text_uncond is not None]  # every one of them: guided
+        text = pad_sequence([f.text_cond for f in flows] + uncond, batch_first=True)
         lengths = [f.frames for f in flows]
         mask = keep = None
         # Equal lengths need no mask, which keeps a solo item on exactly the path sample() takes.
