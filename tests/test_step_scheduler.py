@@ -184,7 +184,6 @@ async def test_seed_times_single_step_passes_per_size_and_length(engine: Engine,
     await batcher.close(drain=False)
 
 
-
 def test_split_cuts_a_step_by_length_where_the_curve_says_so() -> None:
     frames = [100, 400, 110, 390]
     cpu = planner_with(lambda n: 0.0)  # a small fixed cost per pass, the rest grows with padded frames
