@@ -182,3 +182,12 @@ async def test_oversized_audio_field_is_a_json_413(start_server: Start, test_set
     sf.write(buffer, np.tile(mono, 3), rate, format="WAV", subtype="FLOAT")
     status, body = await post_form(live, "big", buffer.getvalue())
     assert status == 413 and error_code(body)
+
+
+async def test_shutdown_releases_the_voice_helper_threads(start_server: Start, test_settings: Settings) -> None:
+    live = await start_server(test_settings)
+    assert (await upload_voice(live)).status == 201  # decoding ran on the helpers
+    voices = live.state.runtime.voices
+    await live.server.close()  # the app's cleanup: batcher, then voices
+    with pytest.raises(RuntimeError, match="shutdown"):
+        await voices.prepare("late", b"", EN_TRANSCRIPT)

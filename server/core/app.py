@@ -70,6 +70,7 @@ async def runtime(app: web.Application) -> AsyncIterator[None]:
         for connection in list(state.connections):
             connection.cancel_all()
         await batcher.close(drain=False)
+        ready.voices.close()
         state.service.attach(None)
 
 

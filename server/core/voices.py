@@ -207,6 +207,10 @@ class VoiceStore:
         async with self._decoding:
             return await self._off_model(load_reference, audio)
 
+    def close(self) -> None:
+        """Release the helper threads (at shutdown, after the batcher: no voice work is left to run)."""
+        self._helpers.shutdown(wait=False, cancel_futures=True)
+
     async def _off_model(self, fn: Callable[..., R], *args: Any) -> R:
         return await asyncio.get_running_loop().run_in_executor(self._helpers, fn, *args)
 
