@@ -39,7 +39,7 @@ lint: $(STAMP)
 	$(PY) -m ruff check .
 
 typecheck: $(STAMP)
-	$(PY) -m mypy engine batching server observability scripts
+	$(PY) -m mypy engine text batching server observability scripts
 
 unit: $(STAMP) tools
 	$(PY) -m pytest -q

@@ -2,6 +2,19 @@
 
 from __future__ import annotations
 
+from text.errors import InvalidTextError, TextTooLongError
+
+__all__ = [
+    "EngineError",
+    "InvalidAudioError",
+    "InvalidParameterError",
+    "InvalidTextError",
+    "ModelLoadError",
+    "TextTooLongError",
+    "TranscriptTooLongError",
+    "UnknownVoiceError",
+]
+
 
 class EngineError(Exception):
     """Base class for every error the engine raises on purpose."""
@@ -13,16 +26,6 @@ class ModelLoadError(EngineError):
     """A checkpoint, vocab or vocoder could not be found, fetched or loaded."""
 
     code = "model_load"
-
-
-class InvalidTextError(EngineError):
-    """The text to synthesise is empty or has nothing the model's vocabulary can speak."""
-
-    code = "bad_request"
-
-
-class TextTooLongError(InvalidTextError):
-    code = "text_too_long"
 
 
 class InvalidAudioError(EngineError):

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from engine import loader, text
+from engine import loader
 from engine.attention import enable_padding_mask
 from engine.errors import InvalidParameterError, InvalidTextError
 from engine.f5 import convert_char_to_pinyin
@@ -25,6 +25,7 @@ from engine.sampler import SampleRequest, SampleSettings, sample, total_frames
 from engine.tiny import ensure_tiny_model
 from engine.vocoder import decode_batch
 from engine.voices import SAMPLE_RATE, TARGET_RMS, Voice, default_voice, prepare_voice
+from text import chunking
 
 log = logging.getLogger(__name__)
 
@@ -140,9 +141,9 @@ class Engine:
         """Total frames (reference + generated) as upstream estimates them, incl. its short-text rule."""
         voice = item.voice
         ref_frames = voice.ref_frames
-        gen_bytes = text.nbytes(item.text)
-        speed = 0.3 if gen_bytes < text.SHORT_TEXT_BYTES else item.speed  # upstream: short texts go slowly
-        estimate = ref_frames + int(ref_frames / text.nbytes(voice.ref_text) * gen_bytes / speed)
+        gen_bytes = chunking.nbytes(item.text)
+        speed = 0.3 if gen_bytes < chunking.SHORT_TEXT_BYTES else item.speed  # upstream: short texts go slowly
+        estimate = ref_frames + int(ref_frames / chunking.nbytes(voice.ref_text) * gen_bytes / speed)
         cond_frames = voice.mel.shape[0] if voice.mel is not None else ref_frames + 1
         return total_frames(cond_frames, len(_tokens(voice.ref_text, item.text)), estimate)
 
@@ -155,7 +156,7 @@ class Engine:
 
     def chunk_limit(self, voice: Voice, speed: float = 1.0) -> int:
         """Longest chunk (UTF-8 bytes) for this voice: reference plus chunk stay within the model's context."""
-        return text.max_chunk_bytes(voice.ref_text, voice.seconds, speed)
+        return chunking.max_chunk_bytes(voice.ref_text, voice.seconds, speed)
 
     # -- synthesis ------------------------------------------------------------------------------------
 

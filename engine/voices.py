@@ -28,7 +28,7 @@ import torch
 import torchaudio
 
 from engine.errors import InvalidAudioError, InvalidTextError, TranscriptTooLongError
-from engine.text import max_chunk_bytes, nbytes
+from text.chunking import max_chunk_bytes, nbytes
 
 SAMPLE_RATE = 24_000
 TARGET_RMS = 0.1

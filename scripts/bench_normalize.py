@@ -18,8 +18,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from engine.normalize import normalize
-from engine.ssml import parse_ssml
+from text.normalize import normalize
+from text.ssml import parse_ssml
 
 SENTENCES = {
     "en_mixed": [

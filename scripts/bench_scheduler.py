@@ -49,11 +49,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from batching import MicroBatcher, QueueFullError, StepBatcher, Ticket
 from engine import SAMPLE_RATE, Engine, EngineConfig, SynthesisItem, Voice
-from engine.text import chunk_text
 from engine.threads import model_executor
 from scripts.bench_engine import full_vocos, random_weights_checkpoint, reference_voice
 from scripts.bench_step import EXTRA, POLICIES, SizeLog, make_batchers, policies
 from scripts.loadtest import TEXT_MIX, percentile
+from text.chunking import chunk_text
 
 STALL_S = 0.01
 """A request counts as ``stalled`` when its listener would hear more than this much silence between chunks."""

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.normalize import NormalizeOptions, detect_language, normalize, normalize_spans, say_as
-from engine.normalize.english import ABBREVIATIONS, TITLES
+from text.normalize import NormalizeOptions, detect_language, normalize, normalize_spans, say_as
+from text.normalize.english import ABBREVIATIONS, TITLES
 
 ENGLISH = [
     # numbers

@@ -11,9 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.errors import InvalidTextError
-from engine.marks import estimate_word_times
-from engine.normalize import NormalizeOptions
-from engine.ssml import Break, Segment, Speech, SSMLError, is_ssml, parse, parse_ssml, parse_ssml_document
+from text.marks import estimate_word_times
+from text.normalize import NormalizeOptions
+from text.ssml import Break, Segment, Speech, SSMLError, is_ssml, parse, parse_ssml, parse_ssml_document
 
 DOCUMENTS: list[tuple[str, list[Segment]]] = [
     ('<speak>Hello <break time="500ms"/> world, it costs $5.</speak>',

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.text import FIRST_CHUNK_BYTES, chunk_text, max_chunk_bytes, nbytes
+from text.chunking import FIRST_CHUNK_BYTES, chunk_text, max_chunk_bytes, nbytes
 
 
 def squash_whitespace(text: str) -> str:

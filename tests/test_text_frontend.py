@@ -191,8 +191,8 @@ def test_breaks_of_one_stream_are_capped() -> None:
 def test_first_chunk_keeps_its_short_budget_after_normalising() -> None:
     """Numbers read out grow a sentence threefold; the first chunk (time to first audio) is cut again to the
     first-chunk budget, at a sentence boundary, after normalising."""
-    from engine.text import FIRST_CHUNK_BYTES
     from server.core.textfront import Chunk, TextFront
+    from text.chunking import FIRST_CHUNK_BYTES
 
     text = "Hello there. It costs $3.50 at 10:30 on 2026-11-29."
     assert len(text.encode()) <= FIRST_CHUNK_BYTES  # as given it is one first chunk

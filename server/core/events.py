@@ -7,8 +7,8 @@ import asyncio
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from engine.marks import WordTime
 from server.core.errors import ServiceError
+from text.marks import WordTime
 
 if TYPE_CHECKING:
     from server.core.stream import Stream

@@ -11,7 +11,6 @@ from pathlib import Path
 
 from engine import EngineError, SynthesisItem, SynthesisParams, Voice
 from engine.params import ParameterRangeError
-from engine.ssml import SSMLError
 from observability import Metrics
 from server.core.aliases import VoiceAliases
 from server.core.boot import Runtime
@@ -21,6 +20,7 @@ from server.core.settings import Settings
 from server.core.stream import Stream
 from server.core.textfeed import TextFeed
 from server.core.textfront import TextFront, chunk_speed, is_ssml
+from text.ssml import SSMLError
 
 log = logging.getLogger(__name__)
 _ROUTES = {"ws": "/v1/stream", "http": "/v1/audio/speech", "runpod": "runpod"}
@@ -43,7 +43,7 @@ class StreamRequest:
     final: bool = True
     """False: an incremental stream, fed later through ``stream.feed``."""
     normalize: bool = True
-    """Write numbers, dates, symbols... out as words before synthesis (engine.normalize)."""
+    """Write numbers, dates, symbols... out as words before synthesis (text.normalize)."""
     lang: str = "auto"
     """Language of the text for normalisation ('en', 'zh', ...); 'auto' detects it."""
     marks: bool = False
@@ -122,7 +122,7 @@ class Service:
                       retry_until_s=settings.queue_timeout_s, marks=request.marks)
 
     def _feed(self, request: StreamRequest, voice: Voice, params: SynthesisParams) -> TextFeed:
-        """Text → pieces (normalisation, SSML, pauses); SSML errors are bad_request (engine.ssml)."""
+        """Text → pieces (normalisation, SSML, pauses); SSML errors are bad_request (text.ssml)."""
         if not request.final and is_ssml(request.text):
             raise ServiceError("bad_request", "SSML needs the whole document at once (final: true)", param="input")
         if len(request.lang) > 16:

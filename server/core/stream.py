@@ -23,13 +23,13 @@ import numpy as np
 
 from batching import QueueFullError, Ticket
 from engine import InvalidTextError, SynthesisItem, SynthesisParams, Voice
-from engine.marks import estimate_word_times
 from observability import Metrics
 from server.core.audio import CROSS_FADE_S, CrossFader, to_pcm16
 from server.core.errors import classify
 from server.core.events import AudioChunk, ChunkMarks, Event, Sink, StreamEnd, StreamFailed
 from server.core.textfeed import TextFeed
 from server.core.textfront import Chunk, Piece, Silence, chunk_speed
+from text.marks import estimate_word_times
 
 if TYPE_CHECKING:
     from server.core.boot import Runtime

@@ -18,8 +18,8 @@ import asyncio
 import time
 from collections import deque
 
-from engine.text import FIRST_CHUNK_BYTES, SENTENCE_END, take_chunk
 from server.core.textfront import Chunk, ChunkLimit, Piece, Silence, TextFront, is_ssml
+from text.chunking import FIRST_CHUNK_BYTES, SENTENCE_END, take_chunk
 
 
 class TextFeed:

@@ -11,10 +11,10 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from engine.normalize import NormalizeOptions, normalize
 from engine.params import SPEED_RANGE
-from engine.ssml import Break, Segment, Speech, is_ssml, parse_plain, parse_ssml_document
-from engine.text import FIRST_CHUNK_BYTES, chunk_text, nbytes
+from text.chunking import FIRST_CHUNK_BYTES, chunk_text, nbytes
+from text.normalize import NormalizeOptions, normalize
+from text.ssml import Break, Segment, Speech, is_ssml, parse_plain, parse_ssml_document
 
 log = logging.getLogger(__name__)
 

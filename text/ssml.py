@@ -7,7 +7,7 @@ x-strong">``, ``<say-as interpret-as="characters|spell-out|cardinal|number|ordin
 format="ymd|mdy|dmy|...">``, ``<sub alias>``, ``<prosody rate="x-slow|slow|medium|fast|x-fast|80%|+20%|1.2">``
 (other prosody attributes are ignored with a warning), ``<p>`` (ends the segment) and ``<s>`` (ends the
 sentence). Any other element is dropped with a warning and its text spoken. Plain text between tags is
-normalised (``engine.normalize``); say-as and sub text is already spoken form and is not.
+normalised (``text.normalize``); say-as and sub text is already spoken form and is not.
 
 Untrusted XML is an attack surface: the document is parsed by defusedxml with DTDs forbidden, so entity
 expansion (billion laughs) and external entities are refused before any expansion, and nesting is
@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 import defusedxml
 from defusedxml import ElementTree as SafeET
 
-from engine.errors import InvalidTextError
-from engine.normalize import NormalizeOptions, normalize, resolve_language, say_as
+from text.errors import InvalidTextError
+from text.normalize import NormalizeOptions, normalize, resolve_language, say_as
 
 __all__ = ["Break", "Parsed", "SSMLError", "Segment", "Speech", "is_ssml", "parse", "parse_plain", "parse_ssml",
            "parse_ssml_document"]

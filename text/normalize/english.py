@@ -7,7 +7,7 @@ import re
 
 from num2words import num2words
 
-from engine.normalize.rules import EMAIL, URL, Rule, SayAs, keeps_stop, read_address, rule
+from text.normalize.rules import EMAIL, URL, Rule, SayAs, keeps_stop, read_address, rule
 
 DIGITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October",

@@ -7,8 +7,8 @@ import re
 
 import cn2an
 
-from engine.normalize import english
-from engine.normalize.rules import EMAIL, URL, Rule, SayAs, read_address, rule
+from text.normalize import english
+from text.normalize.rules import EMAIL, URL, Rule, SayAs, read_address, rule
 
 DIGITS = "零一二三四五六七八九"
 _NUM = r"(-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?)"

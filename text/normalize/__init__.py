@@ -18,8 +18,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
-from engine.normalize import chinese, english
-from engine.normalize.rules import Rule, SayAs
+from text.normalize import chinese, english
+from text.normalize.rules import Rule, SayAs
 
 __all__ = ["SUPPORTED_LANGUAGES", "NormalizeOptions", "Normalized", "Piece", "detect_language", "normalize",
            "normalize_spans", "resolve_language", "say_as"]
