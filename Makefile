@@ -39,7 +39,7 @@ lint: $(STAMP)
 	$(PY) -m ruff check .
 
 typecheck: $(STAMP)
-	$(PY) -m mypy engine text batching server observability scripts
+	$(PY) -m mypy engine text batching server observability bench f5tts_client tests/kustomize.py
 
 unit: $(STAMP) tools
 	$(PY) -m pytest -q
@@ -47,7 +47,7 @@ unit: $(STAMP) tools
 test: lint typecheck unit
 
 bench-engine: $(STAMP)
-	$(PY) scripts/bench_engine.py --model tiny
+	$(PY) -m bench.engine --model tiny
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -37,16 +37,16 @@ step() {  # step NAME SECONDS CMD...: run one bench with its own time limit; a f
 }
 
 # 1. Engine: seconds per batch by size at 32 steps, default-length (5.3 s) and 1 s references (~1.5 min).
-step engine_5s 100 "$PY" scripts/bench_engine.py --model "$MODEL" --random-weights --device "$DEVICE" \
+step engine_5s 100 "$PY" -m bench.engine --model "$MODEL" --random-weights --device "$DEVICE" \
     --batch-sizes 1,2,4,8,16,32 --nfe-steps 32 --repeats 3 --voice-seconds 5.3
-step engine_1s 60 "$PY" scripts/bench_engine.py --model "$MODEL" --random-weights --device "$DEVICE" \
+step engine_1s 60 "$PY" -m bench.engine --model "$MODEL" --random-weights --device "$DEVICE" \
     --batch-sizes 1,4,16,32 --nfe-steps 32 --repeats 3 --voice-seconds 1.0
 
 # 2. Scheduler: fill vs latency policy, open loop at 0.3-1.2 of capacity and 8 closed-loop clients (~3.5 min).
-step scheduler 240 "$PY" scripts/bench_scheduler.py --model "$MODEL" --random-weights --device "$DEVICE" \
+step scheduler 240 "$PY" -m bench.scheduler --model "$MODEL" --random-weights --device "$DEVICE" \
     --nfe-steps 32 --phase-s 10 --max-requests 200 --closed-requests 4 --out "$OUT/bench_scheduler"
 
 # 3. Server overhead (tiny profile on the GPU, see above) (~1 min).
-step server 60 "$PY" scripts/bench_server.py --model tiny --device "$DEVICE" --repeats 10
+step server 60 "$PY" -m bench.server --model tiny --device "$DEVICE" --repeats 10
 
 echo "done: $(ls "$OUT")" >&2

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from scripts.bench_scheduler import stall
+from bench.scheduler import stall
 
 
 def test_no_stall_when_each_chunk_is_ready_before_the_previous_ends() -> None:

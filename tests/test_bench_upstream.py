@@ -1,4 +1,4 @@
-"""The upstream baseline launcher in scripts/bench_upstream.py: upstream's own socket server, started on the
+"""The upstream baseline launcher in bench/upstream.py: upstream's own socket server, started on the
 tiny checkpoint, answers one request on its wire (float32 PCM, then END). Guards the comparison against
 upstream API changes (the processor hooks it overrides) and environment drift (torchaudio's loader)."""
 
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from bench.upstream import free_port, start, stop, tcp_open, upstream_command, upstream_request, wait_ready
 from engine.tiny import ensure_tiny_model
-from scripts.bench_upstream import free_port, start, stop, tcp_open, upstream_command, upstream_request, wait_ready
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,4 +1,4 @@
-"""scripts/capacity_sim.py: queueing theory where it has an answer, the autoscaler's direction where not."""
+"""bench/capacity_sim.py: queueing theory where it has an answer, the autoscaler's direction where not."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bench import capacity_sim as sim
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "scripts"))
-import capacity_sim as sim  # noqa: E402
 
 
 def poisson(rate: float, duration: float, seed: int = 0) -> np.ndarray:
@@ -77,9 +77,9 @@ def test_1000_requests_per_second_is_fast() -> None:
 def test_cli_json_has_one_run_per_target(tmp_path: Path) -> None:
     curve = tmp_path / "curve.json"
     curve.write_text(json.dumps({"1": 0.1, "16": 0.8}))
-    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "capacity_sim.py"), "--curve", str(curve),
+    proc = subprocess.run([sys.executable, "-m", "bench.capacity_sim", "--curve", str(curve),
                            "--rate", "50", "--duration-s", "600", "--target", "8", "16", "--json"],
-                          capture_output=True, text=True, timeout=60)
+                          capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
     runs = json.loads(proc.stdout)["runs"]
     assert [run["target"] for run in runs] == [8, 16]

@@ -14,7 +14,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 START = ROOT / "deploy" / "runpod" / "start.sh"
-SETUP_VENV = ROOT / "scripts" / "setup_network_venv.py"
+SETUP_VENV = ROOT / "deploy" / "runpod" / "setup_network_venv.py"
 
 
 def tool(name: str) -> str:

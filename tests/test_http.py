@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from engine.voices import load_reference
-from scripts.client import TTSClient
+from f5tts_client import TTSClient
 from tests.audio import EN_TRANSCRIPT, encode, english_clip
 from tests.conftest import LiveServer, upload_voice
 

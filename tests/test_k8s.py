@@ -15,11 +15,11 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from tests import kustomize
+
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "deploy" / "k8s"
 SCHEMAS = K8S / "schemas"
-sys.path.insert(0, str(ROOT / "scripts"))
-import render_kustomize  # noqa: E402
 
 # The oldest Kubernetes release still in upstream support when this was written; the manifests use nothing
 # newer (preStop exec, appProtocol, policy/v1 PDB are all older).
@@ -42,12 +42,12 @@ def by_kind(objects: list[dict[str, Any]], kind: str) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def gpu() -> list[dict[str, Any]]:
-    return render_kustomize.render(K8S / "overlays" / "gpu")
+    return kustomize.render(K8S / "overlays" / "gpu")
 
 
 @pytest.fixture(scope="module")
 def base() -> list[dict[str, Any]]:
-    return render_kustomize.render(K8S / "base")
+    return kustomize.render(K8S / "base")
 
 
 # -- lint and schemas --------------------------------------------------------------------------------------
@@ -81,11 +81,11 @@ def test_core_objects_validate_strictly(overlay: str, base: list[dict[str, Any]]
 
 def test_kubernetes_validate_rejects_a_broken_deployment(gpu: list[dict[str, Any]]) -> None:
     deployment = by_kind(gpu, "Deployment")
-    broken = render_kustomize.strategic_merge(deployment, {"spec": {"template": {"spec": {"containers": [
+    broken = kustomize.strategic_merge(deployment, {"spec": {"template": {"spec": {"containers": [
         {"name": "server", "ports": [{"containerPort": "eight thousand", "name": "http"}]}]}}}})
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(broken, K8S_VERSION, strict=True)
-    typo = render_kustomize.strategic_merge(deployment, {"spec": {"template": {"spec": {"terminationGrace": 5}}}})
+    typo = kustomize.strategic_merge(deployment, {"spec": {"template": {"spec": {"terminationGrace": 5}}}})
     with pytest.raises(kubernetes_validate.ValidationError):  # strict: unknown fields are errors
         kubernetes_validate.validate(typo, K8S_VERSION, strict=True)
 
@@ -113,7 +113,7 @@ def test_custom_resources_match_vendored_crd_schemas(kind: str, gpu: list[dict[s
 ])
 def test_crd_schemas_reject_broken_objects(kind: str, patch: dict[str, Any], gpu: list[dict[str, Any]],
                                            tmp_path: Path) -> None:
-    broken = render_kustomize.strategic_merge(by_kind(gpu, kind), patch)
+    broken = kustomize.strategic_merge(by_kind(gpu, kind), patch)
     assert check_jsonschema(kind, broken, tmp_path).returncode != 0
 
 
@@ -144,13 +144,13 @@ def test_renderer_merges_lists_by_key_and_refuses_what_it_does_not_implement(tmp
                      "tolerations": [{"key": "old"}]}}
     patch = {"spec": {"containers": [{"name": "a", "env": [{"name": "X", "value": "2"}, {"name": "Y"}]}],
                       "tolerations": [{"key": "new"}]}}
-    merged = render_kustomize.strategic_merge(base, patch)
+    merged = kustomize.strategic_merge(base, patch)
     assert merged["spec"]["containers"] == [{"name": "a", "env": [{"name": "Y"}, {"name": "X", "value": "2"}]},
                                             {"name": "b"}]
     assert merged["spec"]["tolerations"] == [{"key": "new"}]  # no merge key: replaced whole
     (tmp_path / "kustomization.yaml").write_text("resources: []\nconfigMapGenerator: []\n")
-    with pytest.raises(render_kustomize.KustomizeError, match="configMapGenerator"):
-        render_kustomize.render(tmp_path)
+    with pytest.raises(kustomize.KustomizeError, match="configMapGenerator"):
+        kustomize.render(tmp_path)
 
 
 def test_images_namespace_and_labels_are_applied(gpu: list[dict[str, Any]]) -> None:
@@ -158,8 +158,8 @@ def test_images_namespace_and_labels_are_applied(gpu: list[dict[str, Any]]) -> N
     assert all(obj["metadata"]["labels"]["app.kubernetes.io/part-of"] == "f5tts" for obj in gpu)
     (container,) = by_kind(gpu, "Deployment")["spec"]["template"]["spec"]["containers"]
     assert container["image"] == "registry.example.com/f5tts-runpod:0.1.0-baked"
-    assert render_kustomize._split_image("host:5000/repo:tag") == ("host:5000/repo", ":tag")
-    assert render_kustomize._split_image("host:5000/repo") == ("host:5000/repo", "")
+    assert kustomize._split_image("host:5000/repo:tag") == ("host:5000/repo", ":tag")
+    assert kustomize._split_image("host:5000/repo") == ("host:5000/repo", "")
 
 
 # -- what must agree across objects ------------------------------------------------------------------------

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from scripts import loadtest
+from bench import loadtest
 from tests.conftest import upload_voice
 
 

@@ -16,7 +16,7 @@ import torch
 import server.core.voices as store_module
 from engine import Engine
 from engine.threads import INTRA_OP_THREADS, MODEL_THREAD, helper_executor, model_executor
-from scripts.client import TTSClient
+from f5tts_client import TTSClient
 from server.core.settings import Settings
 from tests.conftest import LiveServer, upload_voice
 

@@ -15,9 +15,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
+from f5tts_client import TTSClient
 from observability import Metrics
 from observability.logs import JsonFormatter
-from scripts.client import TTSClient
 from tests.conftest import LiveServer
 
 ROOT = Path(__file__).resolve().parent.parent

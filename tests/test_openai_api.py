@@ -14,7 +14,7 @@ import orjson
 import pytest
 import soundfile as sf
 
-from scripts.client import TTSClient
+from f5tts_client import TTSClient
 from tests.conftest import LiveServer, upload_voice, wait_until
 from tests.fakes import Gate
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from scripts.client import TTSClient
+from f5tts_client import TTSClient
 from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -18,8 +18,8 @@ import orjson
 import pytest
 
 from engine import SynthesisItem
-from scripts.client import StreamError, StreamResult, TTSClient
-from scripts.tts_client import run as run_cli
+from f5tts_client import StreamError, StreamResult, TTSClient
+from f5tts_client.cli import run as run_cli
 from server.core.textfront import MAX_BREAK_S, Silence, TextFront
 from tests.conftest import LiveServer
 

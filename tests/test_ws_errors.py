@@ -14,7 +14,7 @@ import pytest
 
 from engine import SynthesisItem
 from engine.step_model import EngineStepModel
-from scripts.client import StreamError, TTSClient
+from f5tts_client import StreamError, TTSClient
 from server.core.app import drain
 from server.ws.protocol import ERROR_CODES
 from tests.conftest import LiveServer, upload_voice, wait_until

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from engine import SynthesisItem
-from scripts.client import StreamError, TTSClient
+from f5tts_client import StreamError, TTSClient
 from server.core.audio import CROSS_FADE_S, CrossFader, to_pcm16
 from server.core.settings import Settings
 from server.core.textfeed import TextFeed

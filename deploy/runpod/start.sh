@@ -70,7 +70,7 @@ log "HF_HOME: ${HF_HOME:-default (~/.cache/huggingface)}"
 if [ "$NETWORK_VENV" = "1" ]; then
     [ "$VOLUME_WRITABLE" = "1" ] || die "TTS_NETWORK_VENV=1 needs a writable volume at $VOLUME"
     log "preparing venv on the volume"
-    "$PYTHON" "$APP_DIR/scripts/setup_network_venv.py" --venv "$VOLUME/venv" \
+    "$PYTHON" "$APP_DIR/deploy/runpod/setup_network_venv.py" --venv "$VOLUME/venv" \
         --lock "$APP_DIR/constraints.txt" --project "$APP_DIR" || die "network venv setup failed"
     PYTHON="$VOLUME/venv/bin/python3"
 fi

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Synthesise text through a running server and save it as WAV; prints time to first audio, latency, RTF.
 
-    python scripts/tts_client.py "Hello there." -o hello.wav --url ws://localhost:8000/v1/stream
-    python scripts/tts_client.py "It costs $3.50." -o out.wav --srt out.srt --vtt out.vtt
+    f5tts-client "Hello there." -o hello.wav --url ws://localhost:8000/v1/stream
+    f5tts-client "It costs $3.50." -o out.wav --srt out.srt --vtt out.vtt
 """
 
 from __future__ import annotations
@@ -14,9 +14,7 @@ from pathlib import Path
 
 import soundfile as sf
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from scripts.client import StreamError, TTSClient, srt, vtt
+from f5tts_client import StreamError, TTSClient, srt, vtt
 
 
 async def run(args: argparse.Namespace) -> int:

@@ -1,15 +1,15 @@
 #!/usr/bin/env python3
 """Batch policies side by side under open (Poisson) and closed load, in process on the real engine.
 
-    OMP_NUM_THREADS=1 python scripts/bench_scheduler.py --model tiny --nfe-steps 8 --out out/bench_scheduler
-    OMP_NUM_THREADS=2 python scripts/bench_scheduler.py --nfe-steps 16 --max-batch-size 8 --loads 0.6,0.9,1.2
+    OMP_NUM_THREADS=1 python -m bench.scheduler --model tiny --nfe-steps 8 --out out/bench_scheduler
+    OMP_NUM_THREADS=2 python -m bench.scheduler --nfe-steps 16 --max-batch-size 8 --loads 0.6,0.9,1.2
 
 For each voice (the default 5.3 s one and a 1 s one), every policy gets its own batcher, seeded from the
 same warm-up: ``fill`` (request mode, the old policy: fill every batch, bounded queue only), ``latency``
 (request mode, cost-model batch sizes, admission control at ``--budget``) and ``step`` (``--scheduler
 step``: items join between flow steps, its per-step curve seeded by timing single step passes, the same
 admission). All share one model thread, the one the engine is loaded on (``engine.threads``; one runs at a
-time); built in ``scripts.bench_step``. Each request is a stream as the server runs it: text from the load test's
+time); built in ``bench.batchers``. Each request is a stream as the server runs it: text from the load test's
 mix, chunked, the first chunk submitted as ``first``, each next chunk once the previous one started. Then:
 
 1. warm-up: the engine's timed warm-up passes seed the request policies' cost models alike (step: timed
@@ -45,14 +45,12 @@ from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 from batching import MicroBatcher, QueueFullError, StepBatcher, Ticket
+from bench.batchers import EXTRA, POLICIES, SizeLog, make_batchers, policies
+from bench.engine import full_vocos, random_weights_checkpoint, reference_voice
+from bench.loadtest import TEXT_MIX, percentile
 from engine import SAMPLE_RATE, Engine, EngineConfig, SynthesisItem, Voice
 from engine.threads import model_executor
-from scripts.bench_engine import full_vocos, random_weights_checkpoint, reference_voice
-from scripts.bench_step import EXTRA, POLICIES, SizeLog, make_batchers, policies
-from scripts.loadtest import TEXT_MIX, percentile
 from text.chunking import chunk_text
 
 STALL_S = 0.01

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Create or reuse a virtual environment on a network volume (for slim images that do not bake deps).
 
-    python3 scripts/setup_network_venv.py --venv /runpod-volume/venv --lock constraints.txt --project .
+    python3 deploy/runpod/setup_network_venv.py --venv /runpod-volume/venv --lock constraints.txt --project .
 
 * Idempotent: ``<venv>/.installed`` holds a hash of the lock file, the requirements and the Python
   version; a venv whose marker matches is reused at once.

@@ -2,7 +2,7 @@
 """Why all model work runs on one thread (``engine.threads``): one request's cost on the model thread,
 clean, beside a single-threaded helper that ran torch work, and beside a plain thread that ran the same.
 
-    python scripts/bench_threads.py [--voice-seconds 5.3] [--nfe-steps 32] [--repeats 4]
+    python -m bench.threads [--voice-seconds 5.3] [--nfe-steps 32] [--repeats 4]
 
 Each case runs in a fresh process (the slowdown, once triggered, stays for the life of the process).
 JSON to stdout: median seconds per request per case and the ratio to the clean case.
@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 CASES = ("clean", "helper_single_threaded", "plain_thread")
 TEXT = "The quick brown fox jumps over the lazy dog near the quiet river bank."
@@ -73,7 +72,7 @@ def main() -> int:
         return 0
     results = {}
     for case in CASES:
-        out = subprocess.run([sys.executable, __file__, "--case", case, "--nfe-steps", str(args.nfe_steps),
+        out = subprocess.run([sys.executable, "-m", "bench.threads", "--case", case, "--nfe-steps", str(args.nfe_steps),
                               "--repeats", str(args.repeats)], capture_output=True, text=True, check=True,
                              env={**os.environ, "PYTHONPATH": str(ROOT)})
         seconds = json.loads(out.stdout.strip().splitlines()[-1])

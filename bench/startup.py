@@ -3,10 +3,10 @@
 ``/readyz`` 200, read the idle RSS and the server's own startup breakdown. JSON to stdout (or --json),
 a table to stderr.
 
-    python scripts/bench_startup.py --runs 5                       # tiny profile, this checkout
-    python scripts/bench_startup.py --runs 5 --cwd /tmp/old-tree   # the same for another tree
-    python scripts/bench_startup.py --runs 1 --importtime          # plus the slowest imports
-    python scripts/bench_startup.py --full-load F5TTS_v1_Base --runs 3 [--cwd ...] [--dtype bfloat16]
+    python -m bench.startup --runs 5                       # tiny profile, this checkout
+    python -m bench.startup --runs 5 --cwd /tmp/old-tree   # the same for another tree
+    python -m bench.startup --runs 1 --importtime          # plus the slowest imports
+    python -m bench.startup --full-load F5TTS_v1_Base --runs 3 [--cwd ...] [--dtype bfloat16]
 
 The first spawn (``--discard``, default 1) writes the tiny model if needed and fills the page cache;
 it is not counted, so the figures are page-cache-warm starts, as on a worker whose image is cached.
@@ -127,7 +127,7 @@ from pathlib import Path
 from safetensors.torch import save_file
 from engine.loader import build_cfm, load_vocab
 from engine.models import model_spec
-from scripts.bench_engine import full_vocos
+from bench.engine import full_vocos
 vocab, size = load_vocab("")
 model = build_cfm(model_spec({model!r}), vocab, size)
 state = {{f"ema_model.{{k}}": v.contiguous() for k, v in model.state_dict().items()}}

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Engine throughput and latency by batch size, JSON to stdout.
 
-    python scripts/bench_engine.py --model tiny                     # CPU, the tiny profile
-    python scripts/bench_engine.py --model F5TTS_v1_Base --random-weights --device cuda
+    python -m bench.engine --model tiny                     # CPU, the tiny profile
+    python -m bench.engine --model F5TTS_v1_Base --random-weights --device cuda
 
 ``--random-weights`` builds the full-size architecture with random weights (no download), which times
 exactly like the released model.
@@ -20,8 +20,6 @@ import time
 from pathlib import Path
 
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from engine import Engine, EngineConfig, SynthesisItem, Voice
 from engine.loader import build_cfm, load_vocab

@@ -1,4 +1,4 @@
-"""The scheduler columns of ``scripts/bench_scheduler.py``: each policy's batcher, built, seeded and started
+"""The scheduler columns of ``bench.scheduler``: each policy's batcher, built, seeded and started
 on the in-process engine, and the observer that records batch (or step) sizes per phase.
 
 Columns: ``fill`` and ``latency`` (request mode, #12: whole batches, seeded from the engine's timed warm-up
@@ -7,7 +7,7 @@ by timing single step passes, as it learns live). All share the one model thread
 (``engine.threads``: a second thread running torch would slow every pass by ~45 % on CPU). The step
 scheduler's figures used to come from a separate bench here; they are now a column of the one run:
 
-    OMP_NUM_THREADS=2 python scripts/bench_scheduler.py --nfe-steps 16 --max-batch-size 8 --loads 0.6,0.9,1.2
+    OMP_NUM_THREADS=2 python -m bench.scheduler --nfe-steps 16 --max-batch-size 8 --loads 0.6,0.9,1.2
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from typing import Any
 import numpy as np
 
 from batching import BatcherConfig, MicroBatcher, StepBatcher, policy
+from bench.batching import BatchSizes
 from engine import Engine, SynthesisItem, Voice, warmup_batch_sizes
 from engine.step_model import EngineStepModel
-from scripts.bench_batching import BatchSizes
 
 Batcher = MicroBatcher[SynthesisItem, np.ndarray] | StepBatcher[SynthesisItem, np.ndarray]
 POLICIES = ("fill", "latency", "step")

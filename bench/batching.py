@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Closed-loop clients against the micro-batcher + engine: throughput, latency, batch sizes.
 
-    python scripts/bench_batching.py --model tiny --out out/bench_batching
+    python -m bench.batching --model tiny --out out/bench_batching
 
 For each max_batch_size (default 1 and 16) and concurrency (default 1, 4, 8, 16), ``concurrency``
 clients each send ``--requests`` requests back to back. Prints JSON; writes ``<out>.json`` and
@@ -23,12 +23,10 @@ from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 from batching import BatcherConfig, MicroBatcher, NullObserver
+from bench.engine import TEXTS, reference_voice
 from engine import Engine, EngineConfig, SynthesisItem, Voice
 from engine.threads import model_executor
-from scripts.bench_engine import TEXTS, reference_voice
 
 
 class BatchSizes(NullObserver):

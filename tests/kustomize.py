@@ -7,7 +7,7 @@ Supported: `resources` (files and directories), `namespace`, `labels` (pairs, in
 is refused with an error rather than silently ignored, so the rendering cannot drift from kustomize's.
 tests/test_k8s.py compares this renderer with `kubectl kustomize` wherever kubectl exists.
 
-    python scripts/render_kustomize.py deploy/k8s/overlays/gpu > rendered.yaml
+    python -m tests.kustomize deploy/k8s/overlays/gpu > rendered.yaml
 """
 
 from __future__ import annotations

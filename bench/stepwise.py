@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Seconds per flow step of the stepwise sampler by active count, beside a whole-batch run; JSON to stdout.
 
-    python scripts/bench_stepwise.py                                 # CPU, tiny profile, 1 s and default voice
-    python scripts/bench_stepwise.py --model F5TTS_v1_Base --random-weights --device cuda
+    python -m bench.stepwise                                 # CPU, tiny profile, 1 s and default voice
+    python -m bench.stepwise --model F5TTS_v1_Base --random-weights --device cuda
 
 A step-level scheduler costs a step with these figures: ``step_s`` is one ``StepSampler.step()`` with
 ``active`` items (all with CFG, so 2×active DiT rows); ``batch_step_s`` is ``Engine.synthesize`` of the
@@ -26,12 +26,10 @@ from typing import Any
 import soundfile as sf
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
+from bench.engine import TEXTS, full_vocos, random_weights_checkpoint
 from engine import Engine, EngineConfig, SynthesisItem, Voice
 from engine.stepwise import StepSampler
 from engine.voices import default_voice_file
-from scripts.bench_engine import TEXTS, full_vocos, random_weights_checkpoint
 
 CLIP_TRANSCRIPT = "Some call me"  # what the first second of the default voice says
 

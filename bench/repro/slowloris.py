@@ -1,7 +1,7 @@
 """Reproduce #10's slowloris item against a server tree: N half-open connections (a header line every 2 s)
 on a server with a low fd limit; then time ``GET /healthz``, count the server's fds and its log volume.
 
-    python scripts/repro/slowloris.py --tree . --port 18802 --connections 1100 --fd-limit 1024
+    python -m bench.repro.slowloris --tree . --port 18802 --connections 1100 --fd-limit 1024
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """P5: latency of a Prometheus scrape of /metrics while the batcher is saturated. JSON to stdout.
 
-    python scripts/bench_scrape.py --model tiny --clients 24 --scrapes 200
+    python -m bench.scrape --model tiny --clients 24 --scrapes 200
 
 Runs the server app on a free port (same startup as ``python -m server``), keeps ``--clients``
 WebSocket clients sending paragraphs back to back so the queue never empties, and meanwhile scrapes
@@ -16,13 +16,10 @@ import json
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import aiohttp
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from scripts.client import TTSClient
+from f5tts_client import TTSClient
 from server.core.app import create_app, start_site
 from server.core.settings import Settings
 from server.core.state import STATE

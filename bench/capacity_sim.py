@@ -11,8 +11,8 @@ limit); a new replica takes `warmup_s` before it serves; a removed one finishes 
 
 The loop advances one batch at a time (not one request), so an hour at 1000 req/s takes seconds.
 
-    python scripts/capacity_sim.py --rate 20 --duration-s 3600 --min 1 --max 16 --target 12
-    python scripts/capacity_sim.py --curve curve.json --pattern diurnal --rate 40 --target 4 8 12 16 --json
+    python -m bench.capacity_sim --rate 20 --duration-s 3600 --min 1 --max 16 --target 12
+    python -m bench.capacity_sim --curve curve.json --pattern diurnal --rate 40 --target 4 8 12 16 --json
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Our server against upstream F5-TTS's streaming server, 8 closed-loop clients, the same tiny model.
 
-    python scripts/bench_upstream.py [--clients 8] [--requests 3] [--rounds 2] [--nfe-steps 32]
+    python -m bench.upstream [--clients 8] [--requests 3] [--rounds 2] [--nfe-steps 32]
 
 The baseline is ``f5_tts/socket_server.py``: serial, one connection at a time, float32 PCM then ``END``.
 It cannot load the tiny profile from its flags (it reads the architecture from ``configs/<model>.yaml``
@@ -39,11 +39,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from engine.tiny import TinyPaths, ensure_tiny_model
+from engine.voices import DEFAULT_TRANSCRIPT, default_voice_file
 
-from engine.tiny import TinyPaths, ensure_tiny_model  # noqa: E402
-from engine.voices import DEFAULT_TRANSCRIPT, default_voice_file  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 SENTENCES = [
     "The quick brown fox jumps over the lazy dog near the quiet river bank.",
@@ -123,7 +122,7 @@ def _read_wav(path: str) -> tuple[Any, int]:
 
 
 def upstream_command(tiny: TinyPaths, port: int, nfe_steps: int) -> list[str]:
-    return [sys.executable, str(Path(__file__).resolve()), "serve-upstream", "--port", str(port),
+    return [sys.executable, "-m", "bench.upstream", "serve-upstream", "--port", str(port),
             "--ckpt", str(tiny.ckpt), "--vocab", str(tiny.vocab), "--vocoder-dir", str(tiny.vocoder_dir),
             "--nfe-steps", str(nfe_steps)]
 
@@ -222,7 +221,7 @@ async def upstream_request(port: int, text: str) -> Sample:
 
 async def ours_session(port: int, nfe_steps: int, texts: list[str], seed: int) -> list[Sample | None]:
     """One closed-loop client on our WebSocket API: one socket, one request after another."""
-    from scripts.client import StreamError, TTSClient
+    from f5tts_client import StreamError, TTSClient
 
     out: list[Sample | None] = []
     async with TTSClient(f"ws://127.0.0.1:{port}/v1/stream") as client:

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Load test over the WebSocket API with a latency budget.
 
-    python scripts/loadtest.py --url ws://127.0.0.1:8000/v1/stream --concurrency 16 --duration 60
-    python scripts/loadtest.py --url ws://127.0.0.1:8000/v1/stream --rate 4 --duration 60 --budget-p95 3.0
+    python -m bench.loadtest --url ws://127.0.0.1:8000/v1/stream --concurrency 16 --duration 60
+    python -m bench.loadtest --url ws://127.0.0.1:8000/v1/stream --rate 4 --duration 60 --budget-p95 3.0
 
 Closed loop (``--concurrency N``: N clients, each sending its next request when the last one ends) or
 open loop (``--rate R``: Poisson arrivals at R requests/s, however slow the server gets). A realistic text
@@ -25,9 +25,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from scripts.client import StreamError, TTSClient
+from f5tts_client import StreamError, TTSClient
 
 # (weight, text): what a voice agent mostly says is short; some answers are long.
 TEXT_MIX = [

@@ -2,7 +2,7 @@
 """Cost of the text front end: normalisation per 1 000 characters and per sentence, SSML parsing per
 document. The goal (issue #18) is < 1 ms per sentence, negligible against synthesis.
 
-    python scripts/bench_normalize.py            # human-readable figures, then one JSON line
+    python -m bench.normalize            # human-readable figures, then one JSON line
 """
 
 from __future__ import annotations
@@ -11,12 +11,8 @@ import argparse
 import json
 import platform
 import statistics
-import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from text.normalize import normalize
 from text.ssml import parse_ssml

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """End-to-end figures of the real server process, JSON to stdout.
 
-    python scripts/bench_server.py --model tiny
+    python -m bench.server --model tiny
 
 P2  WebSocket request latency / direct engine latency for the same request, concurrency 1 (goal <= 1.05)
 P3  first request latency after startup / steady-state p50 (goal <= 1.2)
@@ -21,16 +21,12 @@ import json
 import statistics
 import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from engine import SynthesisItem  # noqa: E402
-from scripts.client import TTSClient  # noqa: E402
-from server.core.app import create_app, start_site  # noqa: E402
-from server.core.settings import Settings  # noqa: E402
-from server.core.state import STATE  # noqa: E402
+from engine import SynthesisItem
+from f5tts_client import TTSClient
+from server.core.app import create_app, start_site
+from server.core.settings import Settings
+from server.core.state import STATE
 
 SENTENCE = "The quick brown fox jumps over the lazy dog near the quiet river bank."
 PARAGRAPH = ("Welcome back. Today we will talk about streaming speech. The server cuts long text into chunks. "

@@ -3,7 +3,7 @@ at 23 999 and 47 999 Hz, uploaded to ``POST /v1/voices`` while a synthesis reque
 with the bomb already stored. Prints seconds to answer, the server's peak RSS (it is killed at a cap, so
 an old tree cannot take the machine down) and the concurrent synthesis time.
 
-    python scripts/repro/hostile_audio.py --tree . --port 18731
+    python -m bench.repro.hostile_audio --tree . --port 18731
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from pathlib import Path
 
 import soundfile as sf
 
+from tests.test_untrusted_audio import constant_flac  # the test's bomb builder
+
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
-from tests.test_untrusted_audio import constant_flac  # noqa: E402  (the test's bomb builder)
 
 CAP = 6 * 2**30
 
