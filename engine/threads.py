@@ -4,7 +4,7 @@ torch on CPU parallelises ops with OpenMP (libgomp in the pip wheels). Each thre
 op gets its own team of worker threads, kept until that thread exits. With more OpenMP threads than cores
 every parallel region pays a wake-up (libgomp's "throttled" spin count for oversubscribed processes is the
 likely mechanism; the figures below are what is certain). Measured on this 2-core machine (tiny profile,
-default voice, 32 steps, ``scripts/bench_threads.py``): one request costs 0.49 s on the model thread
+default voice, 32 steps, ``python -m bench.threads``): one request costs 0.49 s on the model thread
 alone, 0.72 s (+46 %) while any other live thread has run a parallel op (loading the model in
 ``asyncio.to_thread``, ``torchaudio`` resampling an upload, scaling a 128 k-sample tensor), 0.48 s beside
 a helper that called ``torch.set_num_threads(1)`` first. ``OMP_WAIT_POLICY=passive`` costs the same as
