@@ -6,8 +6,8 @@ from batching.cost import CostModel, CostSample
 from batching.errors import BatcherClosedError, BatcherError, QueueFullError, QueueTimeoutError
 from batching.protocol import BatchModel, BatchObserver, CostObserver, NullObserver
 from batching.queue import Ticket
-from batching.step_plan import StepModel
-from batching.stepping import StepBatcher
+from batching.step_batcher import StepBatcher
+from batching.step_planner import StepModel
 
 __all__ = [
     "BatchModel",

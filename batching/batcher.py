@@ -31,7 +31,7 @@ from batching.cost import CostSample
 from batching.errors import BatcherClosedError, BatcherError, QueueFullError
 from batching.protocol import BatchModel, BatchObserver
 from batching.queue import Selection, Ticket
-from batching.scheduler import Scheduler
+from batching.request_planner import RequestPlanner
 from batching.splitting import Outcome, run_split
 
 log = logging.getLogger(__name__)
@@ -52,8 +52,8 @@ class MicroBatcher(BatcherBase[ItemT, OutT]):
         super().__init__(config or BatcherConfig(), observer, executor, owns_executor)
         self.model = model
         self._running: list[Ticket[ItemT]] = []
-        self.scheduler = Scheduler(self.config, self.observer)
-        self.costs = self.scheduler.costs
+        self.planner = RequestPlanner(self.config, self.observer)
+        self.costs = self.planner.costs
 
     @property
     def running(self) -> int:
@@ -62,7 +62,7 @@ class MicroBatcher(BatcherBase[ItemT, OutT]):
     def seed_costs(self, samples: Iterable[CostSample | tuple[int, int, float]]) -> Mapping[int, float]:
         """Start the cost model from timed passes (size, padded frames per item, seconds), e.g. the
         engine's warm-up; logs and exports (and returns) the predicted seconds per batch size."""
-        return self.scheduler.seed(samples)
+        return self.planner.seed(samples)
 
     # -- submission -----------------------------------------------------------------------------------
 
@@ -73,8 +73,8 @@ class MicroBatcher(BatcherBase[ItemT, OutT]):
         cost, key = int(self.model.cost(item)), self.model.batch_key(item)
         now = asyncio.get_running_loop().time()
         self._check_capacity(cost, key, now)
-        predicted = self.scheduler.admit(self._queue, cost, key, now) if first and self.config.admission else None
-        self.scheduler.arrived(now)
+        predicted = self.planner.admit(self._queue, cost, key, now) if first and self.config.admission else None
+        self.planner.arrived(now)
         ticket = self._enqueue(item, cost, key, first, request_id, timeout_s)
         ticket.predicted = predicted
         return ticket
@@ -88,7 +88,7 @@ class MicroBatcher(BatcherBase[ItemT, OutT]):
         else:
             return
         self.observer.rejected("queue_full")
-        backlog = self.scheduler.backlog(self._queue, cost, key, now)  # until the queue has drained
+        backlog = self.planner.backlog(self._queue, cost, key, now)  # until the queue has drained
         raise QueueFullError(reason, retry_after_ms=max(50, int(1000 * backlog)))
 
     # -- admission ------------------------------------------------------------------------------------
@@ -97,7 +97,7 @@ class MicroBatcher(BatcherBase[ItemT, OutT]):
         """Seconds from now until ``item``'s result, were it submitted now as a stream's first chunk:
         the running batch's rest, the queue drained as the policy batches it, then the item itself."""
         now = asyncio.get_running_loop().time()
-        return self.scheduler.predict_first_audio(self._queue, int(self.model.cost(item)),
+        return self.planner.predict_first_audio(self._queue, int(self.model.cost(item)),
                                                   self.model.batch_key(item), now)
 
     def admit(self, item: ItemT) -> float:
@@ -105,7 +105,7 @@ class MicroBatcher(BatcherBase[ItemT, OutT]):
         admission budget; else return the prediction. ``submit(first=True)`` does this itself when
         admission is on; front ends call it to refuse before they commit to a response."""
         now = asyncio.get_running_loop().time()
-        return self.scheduler.admit(self._queue, int(self.model.cost(item)), self.model.batch_key(item), now)
+        return self.planner.admit(self._queue, int(self.model.cost(item)), self.model.batch_key(item), now)
 
     # -- the loop -------------------------------------------------------------------------------------
 
@@ -128,7 +128,7 @@ class MicroBatcher(BatcherBase[ItemT, OutT]):
         while True:
             if self._closed and not self._queue:
                 return None
-            selection = self.scheduler.select(self._queue, loop.time())
+            selection = self.planner.select(self._queue, loop.time())
             if selection.tickets:
                 due = selection.tickets[0].enqueued_at + self.config.max_wait_ms / 1000
                 if self._dispatch_now(selection, loop.time(), due):
@@ -160,7 +160,7 @@ class MicroBatcher(BatcherBase[ItemT, OutT]):
             return
         loop = asyncio.get_running_loop()
         self._running = live
-        self.scheduler.started(live, loop.time())
+        self.planner.started(live, loop.time())
         started = time.perf_counter()
         try:
             outcomes = await loop.run_in_executor(self._executor, self._compute, live)
@@ -172,13 +172,13 @@ class MicroBatcher(BatcherBase[ItemT, OutT]):
         seconds = time.perf_counter() - started
         for ticket, (ok, value) in zip(live, outcomes, strict=True):
             self._settle(ticket, ok, value)
-        self.scheduler.misses.delivered([t for t, (ok, _) in zip(live, outcomes, strict=True) if ok], loop.time())
+        self.planner.misses.delivered([t for t, (ok, _) in zip(live, outcomes, strict=True) if ok], loop.time())
         self._record(live, outcomes, seconds)
 
     def _record(self, live: list[Ticket[ItemT]], outcomes: list[Outcome], seconds: float) -> None:
         costs = [t.cost for t in live]
         # Retried halves or skipped items would teach the cost model a batch that never ran.
-        predicted = self.scheduler.finished(live, seconds, clean=all(ok for ok, _ in outcomes))
+        predicted = self.planner.finished(live, seconds, clean=all(ok for ok, _ in outcomes))
         self.observer.batch_done(len(live), seconds, max(costs) * len(costs), sum(costs))
         log.info("batch", extra={
             "size": len(live), "seconds": round(seconds, 4), "padded_frames": max(costs) * len(costs),

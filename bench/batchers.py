@@ -24,7 +24,7 @@ import numpy as np
 from batching import BatcherConfig, MicroBatcher, StepBatcher, policy
 from bench.batching import BatchSizes
 from engine import Engine, SynthesisItem, Voice, warmup_batch_sizes
-from engine.step_model import EngineStepModel
+from engine.step_adapter import EngineStepModel
 
 Batcher = MicroBatcher[SynthesisItem, np.ndarray] | StepBatcher[SynthesisItem, np.ndarray]
 POLICIES = ("fill", "latency", "step")
@@ -69,7 +69,7 @@ async def make_batchers(engine: Engine, voice: Voice, args: argparse.Namespace, 
             batcher = batchers[name] = MicroBatcher(engine, config, logs[name], executor=thread)
             batcher.seed_costs(timings)
             if name == "latency-no-margin":  # never enough misses for a margin: the prediction as it stands
-                batcher.scheduler.misses = policy.Misses(min_samples=sys.maxsize)
+                batcher.planner.misses = policy.Misses(min_samples=sys.maxsize)
         await batchers[name].start()
     return batchers, timings
 

@@ -28,7 +28,7 @@ import torch
 
 from bench.engine import TEXTS, full_vocos, random_weights_checkpoint
 from engine import Engine, EngineConfig, SynthesisItem, Voice
-from engine.stepwise import StepSampler
+from engine.step_sampler import StepSampler
 from engine.voices import default_voice_file
 
 CLIP_TRANSCRIPT = "Some call me"  # what the first second of the default voice says

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from engine import SynthesisItem
-from engine.step_model import EngineStepModel
-from engine.stepwise import StepResult
+from engine.step_adapter import EngineStepModel
+from engine.step_sampler import StepResult
 
 if TYPE_CHECKING:
     from tests.conftest import LiveServer

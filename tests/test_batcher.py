@@ -306,7 +306,7 @@ async def test_long_item_among_short_ones_is_served_within_its_ageing_bound(make
 async def test_loop_error_is_survived(make) -> None:
     model = FakeModel()
     batcher = await make(model)
-    original = batcher.scheduler.select
+    original = batcher.planner.select
     calls = {"n": 0}
 
     def flaky(*args: object) -> object:
@@ -315,7 +315,7 @@ async def test_loop_error_is_survived(make) -> None:
             raise RuntimeError("selection bug")
         return original(*args)  # type: ignore[arg-type]
 
-    batcher.scheduler.select = flaky  # type: ignore[method-assign]
+    batcher.planner.select = flaky  # type: ignore[method-assign]
     assert await asyncio.wait_for(batcher.run(FakeItem(1)), 2) == ("out", 1)
     assert calls["n"] >= 2  # the bug really happened, and the loop went on
 

@@ -152,7 +152,7 @@ def test_json_log_lines_carry_context() -> None:
 
 
 async def test_request_id_reaches_the_batch_log_line(live_en: LiveServer, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="batching")  # batching.batcher or batching.stepping
+    caplog.set_level(logging.INFO, logger="batching")  # batching.batcher or batching.step_batcher
     async with TTSClient(live_en.ws_url) as client:
         await client.synthesize("Trace this request.", id="trace-me", voice="en")
     batches = [r for r in caplog.records if r.getMessage() == "batch"]

@@ -187,7 +187,7 @@ async def test_http_and_ws_requests_share_batches(live_en: LiveServer, caplog: p
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     import logging
 
-    caplog.set_level(logging.INFO, logger="batching")  # batching.batcher or batching.stepping
+    caplog.set_level(logging.INFO, logger="batching")  # batching.batcher or batching.step_batcher
     gate = Gate(live_en, monkeypatch)
     async with client_for(live_en) as client, TTSClient(live_en.ws_url) as ws:
         blocker = await ws.start("Keeps the model busy.", id="blocker", voice="en")

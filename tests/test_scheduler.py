@@ -280,7 +280,7 @@ async def test_admitted_first_chunks_teach_the_margin(make) -> None:
     later = batcher.submit(FakeItem(9), first=False)
     assert [t.predicted is not None for t in tickets] == [True] * 3 and later.predicted is None
     await asyncio.gather(*(t.future for t in [*tickets, later]))
-    misses = list(batcher.scheduler.misses._misses)
+    misses = list(batcher.planner.misses._misses)
     assert len(misses) == 3  # first chunks only
     assert max(misses) > 0.2  # the seed priced a batch at half what it costs: the last one was late
 

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 from batching import BatcherConfig, NullObserver, QueueFullError, QueueTimeoutError, StepBatcher
-from batching.step_plan import Load, StepPlanner
+from batching.step_planner import Load, StepPlanner
 from engine import Engine, SynthesisItem, Voice
-from engine.step_model import EngineStepModel
-from engine.stepwise import StepSampler
+from engine.step_adapter import EngineStepModel
+from engine.step_sampler import StepSampler
 
 TOLERANCE = 1e-3
 LONG = "This one is a rather long sentence, so that it takes many flow steps to finish."

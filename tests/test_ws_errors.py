@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from engine import SynthesisItem
-from engine.step_model import EngineStepModel
+from engine.step_adapter import EngineStepModel
 from f5tts_client import StreamError, TTSClient
 from server.core.app import drain
 from server.ws.protocol import ERROR_CODES

@@ -83,7 +83,7 @@ async def test_round_trip_single_chunk_equals_engine(live_en: LiveServer) -> Non
     expected = await expected_audio(live_en, "Hello there, how are you?", "en", 11)
     if live_en.state.settings.scheduler == "request":  # the same batch call: bit for bit
         assert np.array_equal(received(result), expected)
-    else:  # step passes reproduce it to ~1e-6 (tests/test_stepwise.py)
+    else:  # step passes reproduce it to ~1e-6 (tests/test_step_sampler.py)
         assert_same_audio(received(result), expected)
 
 

@@ -21,7 +21,7 @@ import torch
 
 from batching import MicroBatcher, StepBatcher
 from engine import Engine, SynthesisItem, warmup_batch_sizes
-from engine.step_model import EngineStepModel
+from engine.step_adapter import EngineStepModel
 from engine.threads import model_executor
 from engine.voices import DEFAULT_VOICE_ID
 from observability import Metrics
@@ -62,7 +62,7 @@ async def prepare(settings: Settings, metrics: Metrics) -> Runtime:
         if settings.scheduler == "step"
         else MicroBatcher(engine, settings.batcher_config(), metrics, executor=model_thread, owns_executor=True))
     voices = VoiceStore(engine, Path(settings.voices_dir) if settings.voices_dir else None,
-                        batcher.call_in_worker)
+                        batcher.call_in_worker, sync_s=settings.voices_sync_s)
     await voices.load()
     if settings.warmup:  # timed warm-up passes (default voice) seed the batcher's cost model
         sizes = warmup_batch_sizes(settings.max_batch_size)

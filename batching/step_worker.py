@@ -20,7 +20,7 @@ from typing import Any, TypeVar, cast
 
 from batching.cost import CostSample
 from batching.queue import Ticket
-from batching.step_plan import StepModel
+from batching.step_planner import StepModel
 
 ItemT = TypeVar("ItemT")
 OutT = TypeVar("OutT")

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from engine import Engine, InvalidTextError, SynthesisItem, Voice
-from engine.stepwise import StepSampler
+from engine.step_sampler import StepSampler
 
 TOLERANCE = 1e-3
 

@@ -1,6 +1,6 @@
-"""The scheduler: the cost model, the batch policy and admission control, behind one small object.
+"""The request-mode planner: the cost model, the batch policy and admission control, behind one small object.
 
-The batcher owns queue, tickets and the worker thread; it asks the scheduler three questions: which
+The batcher owns queue, tickets and the worker thread; it asks the planner three questions: which
 queued items run next (``select``), how long a newcomer would wait for its first audio
 (``predict_first_audio``, ``admit``), and it reports every batch it ran (``started``, ``finished``) so the
 cost model keeps learning. Synchronous and I/O-free, like the queue: easy to test with a scripted curve.
@@ -23,7 +23,7 @@ log = logging.getLogger("batching.batcher")
 ItemT = TypeVar("ItemT")
 
 
-class Scheduler:
+class RequestPlanner:
     def __init__(self, config: BatcherConfig, observer: BatchObserver, costs: CostModel | None = None) -> None:
         self.config = config
         self.observer = observer

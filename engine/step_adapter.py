@@ -1,4 +1,4 @@
-"""Binds the step scheduler's ``StepModel`` protocol (``batching.stepping``) to the engine.
+"""Binds the step batcher's ``StepModel`` protocol (``batching.step_planner``) to the engine.
 
 ``StepSampler`` already is the model; this adds what the scheduler asks of an item before it joins (its
 frames and step count, answered on the event loop from the engine's pure planning functions).
@@ -10,7 +10,7 @@ from collections.abc import Hashable, Iterable
 
 import numpy as np
 
-from engine.stepwise import StepResult, StepSampler
+from engine.step_sampler import StepResult, StepSampler
 from engine.synthesis import Engine, SynthesisItem
 
 

@@ -14,7 +14,7 @@ summed completion time, instead of waiting for a whole batch. First chunks first
 (``policy.choose_anchor``: nothing overtakes the anchor while it waits for a slot).
 
 The stepping model is not thread-safe: every model call (add, remove, step, finish) is made on the one
-worker thread (``batching.step_work``). Cancellations made on the event loop are queued in ``_leaving`` and
+worker thread (``batching.step_worker``). Cancellations made on the event loop are queued in ``_leaving`` and
 applied by the worker before the next step.
 """
 
@@ -35,8 +35,8 @@ from batching.cost import CostSample
 from batching.errors import BatcherClosedError, BatcherError
 from batching.protocol import BatchObserver
 from batching.queue import Ticket
-from batching.step_plan import STEP_KEY, Load, StepModel, StepPlanner
-from batching.step_work import StepPass, time_steps, work
+from batching.step_planner import STEP_KEY, Load, StepModel, StepPlanner
+from batching.step_worker import StepPass, time_steps, work
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ class StepBatcher(BatcherBase[ItemT, OutT]):
         self._joining: list[Ticket[ItemT]] = []
         self._leaving: list[int] = []
         self._news = threading.Event()
-        """Set on the loop by a submit or cancel; read by the worker between steps (``step_work.work``)."""
+        """Set on the loop by a submit or cancel; read by the worker between steps (``step_worker.work``)."""
         self.steps_run = 0
 
     @property

@@ -32,7 +32,7 @@ from batching.cost import CostModel, CostSample
 from batching.errors import QueueFullError
 from batching.protocol import BatchObserver, CostObserver
 
-log = logging.getLogger("batching.stepping")
+log = logging.getLogger("batching.step_batcher")
 
 ItemT_contra = TypeVar("ItemT_contra", contravariant=True)
 OutT_co = TypeVar("OutT_co", covariant=True)
@@ -58,7 +58,7 @@ class StepOutcome(Protocol):
 
 
 class StepModel(Protocol[ItemT_contra, OutT_co]):
-    """What the step scheduler needs from a model; ``engine.step_model.EngineStepModel`` satisfies it.
+    """What the step scheduler needs from a model; ``engine.step_adapter.EngineStepModel`` satisfies it.
     ``cost`` and ``steps`` are pure and called on the event loop; every other method only on the
     scheduler's one worker thread (the model need not be thread-safe)."""
 
@@ -137,7 +137,7 @@ class StepPlanner:
         return self.export()
 
     def seed_passes(self, samples: Iterable[CostSample]) -> dict[int, float]:
-        """Timed single step passes (``batching.step_work.time_steps``): the same thing live steps measure."""
+        """Timed single step passes (``batching.step_worker.time_steps``): the same thing live steps measure."""
         self._seed(list(samples))
         self.learning = True
         return self.export()
