@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import shutil
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ import soundfile as sf
 
 from engine import SynthesisItem
 from server.core.settings import Settings
+from server.core.voicedir import CLAIM_TTL_S
 from tests.audio import EN_TRANSCRIPT, encode, english_clip
 from tests.conftest import LiveServer, upload_voice
 from tests.test_untrusted_audio import constant_flac, wav_header
@@ -126,12 +129,16 @@ async def test_only_the_clipped_reference_is_stored(start_server: Start, test_se
 
 
 async def test_crash_leftovers_are_removed_at_start(start_server: Start, test_settings: Settings) -> None:
+    """Old enough that no live replica is still writing them (tests/test_shared_voices.py: fresh ones stay)."""
     voices = Path(test_settings.voices_dir)
-    for name in (".incoming-x-1234abcd", ".deleted-y-1234abcd"):
+    old = time.time() - CLAIM_TTL_S - 1
+    for name in (".incoming-x-1234abcd", ".deleted-y-1234abcd", ".staging/x.1000.1234abcd", ".trash/y.1234abcd"):
         (voices / name).mkdir(parents=True)
         (voices / name / "audio").write_bytes(b"\0" * 1000)
+        os.utime(voices / name, (old, old))
     await start_server(test_settings)
     assert not any(p.name.startswith((".incoming-", ".deleted-")) for p in voices.iterdir())
+    assert not any((voices / ".staging").iterdir()) and not any((voices / ".trash").iterdir())
 
 
 async def test_stored_voices_failing_the_checks_are_skipped(start_server: Start, test_settings: Settings,

@@ -62,7 +62,7 @@ class Service:
         self.active = 0
         """Streams running now, over all front ends."""
         self.aliases = VoiceAliases.build(Path(settings.voices_dir) if settings.voices_dir else None,
-                                          settings.voice_aliases)
+                                          settings.voice_aliases, recheck_s=settings.voices_sync_s)
         """Other names for voices (OpenAI's voice names), resolved here for every front end."""
 
     @property
@@ -73,6 +73,15 @@ class Service:
 
     def attach(self, runtime: Runtime | None) -> None:
         self._runtime = runtime
+
+    async def load_voice(self, voice: str | Voice) -> None:
+        """Read a voice (or an alias's target) that another replica sharing the voices dir created a
+        moment ago into this process, so the ``open`` that follows finds it. Front ends await this first."""
+        if isinstance(voice, Voice) or self._runtime is None:
+            return
+        voices = self._runtime.voices
+        if await voices.lookup(voice) is None and (target := self.aliases.target(voice)) is not None:
+            await voices.lookup(target)
 
     def open(self, request: StreamRequest, transport: str, sink: Sink, number: int = 1) -> Stream:
         """A validated stream, not yet started. A refusal is counted and raised as ``ServiceError``."""

@@ -47,6 +47,8 @@ class Settings:
     port: int = _opt("listen port", default=8000)
     api_key: str = _opt("bearer key required on /v1/*; empty = no auth", default="")
     voices_dir: str = _opt("where uploaded voices persist; empty = memory only", default="voices")
+    voices_sync_s: float = _opt("seconds between rescans of --voices-dir for voices and aliases.json that other "
+                                "replicas changed (a lookup that misses reads the directory at once)", default=1.0)
     voice_aliases: str = _opt("other names for voices, NAME=VOICE,...; OpenAI's voice names (alloy, ash, ...) map "
                               "to 'default' unless mapped here or in <voices-dir>/aliases.json", default="")
     strict_params: bool = _opt("refuse unknown fields in OpenAI requests (default: ignore them and name them in "
@@ -198,6 +200,8 @@ def _validate(settings: Settings, parser: argparse.ArgumentParser) -> None:
             parser.error(f"--{name.replace('_', '-')} must be one of {', '.join(allowed)}")
     if settings.admission_ttfa_s <= 0 or settings.later_chunk_slack_s < 0:
         parser.error("--admission-ttfa-s must be positive and --later-chunk-slack-s not negative")
+    if settings.voices_sync_s <= 0:
+        parser.error("--voices-sync-s must be positive")
     if settings.log_format not in ("text", "json"):
         parser.error("--log-format must be text or json")
     try:

@@ -2,11 +2,15 @@
 
 Each uploaded voice is a folder ``<voices_dir>/<id>/`` holding ``audio`` (the clipped reference as 24 kHz
 24-bit FLAC, never the upload itself) and ``voice.json`` (transcript, RMS of the upload, creation time).
-Folders are written under ``.incoming-*`` and renamed into place, so a crash leaves no half-written
-voice; stale ``.incoming-*``/``.deleted-*`` folders are removed at start. Decoding (bounded: see
-``engine.voices``) runs on a small pool of single-threaded helpers (``engine.threads``: a second OpenMP
-team would slow every batch), at most ``DECODERS`` at once; only the conditioning mel runs on the model's
-thread, so an upload never stalls synthesis.
+The directory, not the process, is the registry: replicas sharing it (a k8s ReadWriteMany volume, a
+RunPod network volume) see one set of voices. Creation and deletion are atomic across processes and the
+quotas are counted from the directory (``server.core.voicedir``); each replica rescans the directory
+every ``sync_s`` seconds, and a lookup that misses reads the directory at once, so a voice uploaded
+through one replica is usable through any other immediately and a deleted one is refused everywhere
+within ``sync_s`` plus one load. Decoding (bounded: see ``engine.voices``) runs on a small pool of
+single-threaded helpers (``engine.threads``: a second OpenMP team would slow every batch), at most
+``DECODERS`` at once; only the conditioning mel runs on the model's thread, so an upload never stalls
+synthesis.
 
 Refusals (``VoiceError``; status, code):
 400 ``bad_request`` bad id · 400 ``bad_audio`` undecodable, silent, too short or absurd audio ·
@@ -22,7 +26,6 @@ import dataclasses
 import errno
 import logging
 import re
-import shutil
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -43,11 +46,14 @@ from engine.voices import (
     reference_text,
     voice_from_reference,
 )
+from server.core import voicedir
+from text.errors import InvalidTextError
 
 log = logging.getLogger(__name__)
 
 VOICE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")  # always fullmatch: `$` would accept "nl\n"
-STALE_PREFIXES = (".incoming-", ".deleted-")
+SWEEP_EVERY = 60
+"""Rescans between sweeps of the trash and expired claims (crash leftovers; nothing waits on them)."""
 DECODERS = 2
 """Uploads decoded at once. Each holds at most ~10 MB (12 s mono at 192 kHz); more would only queue on
 the two CPUs a small box has and slow the synthesis running beside them."""
@@ -86,48 +92,70 @@ def _storage_error(exc: OSError) -> VoiceError:
 
 
 class VoiceStore:
-    def __init__(self, engine: Engine, directory: Path | None, in_worker: Worker) -> None:
+    def __init__(self, engine: Engine, directory: Path | None, in_worker: Worker, sync_s: float = 1.0) -> None:
         self.engine = engine
         self.directory = directory
+        self.sync_s = sync_s
+        """Seconds between rescans of the directory (what other replicas created or deleted)."""
         self._in_worker = in_worker
         self._voices: dict[str, Voice] = {}
         self._sizes: dict[str, int] = {}
         self._pending: dict[str, int] = {}  # id -> bytes reserved; ids being prepared count toward quotas
+        self._signatures: dict[str, voicedir.Signature] = {}  # the folder each stored voice was loaded from
+        self._broken: dict[str, voicedir.Signature] = {}  # stored voices that failed: retried once changed
+        self._changed: dict[str, float] = {}  # id -> when this process last added or deleted it (monotonic)
+        self._loading: dict[str, asyncio.Future[None]] = {}
+        self._watcher: asyncio.Task[None] | None = None
+        self._scans = 0
+        self._scan_error = ""
         self._decoding = asyncio.Semaphore(DECODERS)
         self._helpers = helper_executor(DECODERS + 1, "tts-voice")
-        """Decoding, encoding and file writes: single-threaded torch, off the model thread (engine.threads)."""
+        """Decoding, encoding and file I/O: single-threaded torch, off the model thread (engine.threads)."""
 
     async def load(self) -> None:
-        """The default voice, then every persisted one (a broken folder is logged and skipped)."""
+        """The default voice, then every stored one (a broken folder is logged and skipped); from then on
+        the directory is rescanned every ``sync_s``."""
         self._voices[DEFAULT_VOICE_ID] = await self._attach(await self._off_model(default_voice))
         if self.directory is None:
             return
         self.directory.mkdir(parents=True, exist_ok=True)
-        for folder in sorted(self.directory.iterdir()):
-            if folder.is_dir() and folder.name.startswith(STALE_PREFIXES):
-                log.info("removing stale voice folder %s", folder.name)
-                shutil.rmtree(folder, ignore_errors=True)  # left by a crash mid-upload or mid-delete
-            elif folder.is_dir() and valid_id(folder.name) and folder.name != DEFAULT_VOICE_ID:
-                await self._load_stored(folder)
+        for name in await self._off_model(voicedir.sweep, self.directory):
+            log.info("removed stale voice folder %s", name)  # left by a crash mid-upload or mid-delete
+        await self.refresh()
         log.info("voices loaded", extra={"count": len(self._voices), "bytes": sum(self._sizes.values())})
+        self._watcher = asyncio.create_task(self._watch(), name="voice-sync")
 
-    async def _load_stored(self, folder: Path) -> None:
-        try:
-            meta = orjson.loads((folder / "voice.json").read_bytes())
-            audio_path = folder / "audio"
-            reference = await self._decode(audio_path.read_bytes())
-            if "rms" in meta:  # stored at 24 kHz: keep the RMS measured on the upload, as at creation
-                reference = dataclasses.replace(reference, rms=float(meta["rms"]), clipped=bool(meta["clipped"]))
-            voice = await self._off_model(voice_from_reference, folder.name, str(meta["transcript"]), reference)
-            size = audio_path.stat().st_size + (folder / "voice.json").stat().st_size
-        except (OSError, ValueError, KeyError, TypeError, EngineError) as exc:
-            log.warning("skipping stored voice %s: %s", folder.name, exc)
-            return
-        self._voices[voice.id] = await self._attach(voice)
-        self._sizes[voice.id] = size
+    async def refresh(self) -> None:
+        """Bring this process in line with the directory: load new or changed voices, drop deleted ones.
+        A voice this process added or deleted while the scan ran keeps what this process did."""
+        assert self.directory is not None
+        started = time.monotonic()
+        on_disk = await self._off_model(voicedir.scan, self.directory, valid_id)
+        for voice_id in [v for v in self._signatures if v not in on_disk]:
+            if self._changed.get(voice_id, 0.0) < started:
+                self._forget(voice_id)
+        for voice_id in [v for v in self._broken if v not in on_disk]:
+            del self._broken[voice_id]
+        for voice_id, signature in on_disk.items():
+            known = (self._signatures.get(voice_id), self._broken.get(voice_id))
+            if voice_id != DEFAULT_VOICE_ID and signature not in known:
+                await self._read_through(voice_id)
+        self._scans += 1
+        if self._scans % SWEEP_EVERY == 0:
+            await self._off_model(voicedir.sweep, self.directory)
 
     def get(self, voice_id: str) -> Voice | None:
+        """What this process holds (at most ``sync_s`` behind the directory); see ``lookup``."""
         return self._voices.get(voice_id)
+
+    async def lookup(self, voice_id: str) -> Voice | None:
+        """``get``, reading a miss through to the directory at once: a voice uploaded through another
+        replica a moment ago is found."""
+        voice = self._voices.get(voice_id)
+        if voice is None and self.directory is not None and valid_id(voice_id) and voice_id not in self._broken:
+            await self._read_through(voice_id)
+            voice = self._voices.get(voice_id)
+        return voice
 
     def all(self) -> list[Voice]:
         return list(self._voices.values())
@@ -143,7 +171,7 @@ class VoiceStore:
                   limits: VoiceLimits | None = None) -> Voice:
         limits = limits or VoiceLimits()
         voice_id = voice_id or uuid.uuid4().hex[:12]
-        self._check_new(voice_id, transcript, limits)
+        await self._check_new(voice_id, transcript, limits)
         self._pending[voice_id] = 0
         try:
             try:
@@ -151,65 +179,131 @@ class VoiceStore:
                 reference = await self._decode(audio)
                 voice = await self._off_model(voice_from_reference, voice_id, transcript, reference)
                 blob = await self._off_model(encode_reference, reference)
-            except EngineError as exc:
+            except (EngineError, InvalidTextError) as exc:
                 raise VoiceError(400, exc.code if exc.code != "internal" else "bad_request", str(exc)) from exc
             meta = orjson.dumps({"id": voice_id, "transcript": voice.transcript, "rms": reference.rms,
                                  "clipped": reference.clipped, "created_at": time.time()})
-            self._reserve(voice_id, len(blob) + len(meta), limits)
+            if self.directory is None:
+                self._reserve(voice_id, len(blob) + len(meta), limits)
             voice = await self._attach(voice)  # before persisting: a stored voice is one that worked
-            await self._persist(voice_id, blob, meta)
+            await self._persist(voice_id, blob, meta, limits)
+            self._changed[voice_id] = time.monotonic()
             self._voices[voice_id] = voice
             self._sizes[voice_id] = len(blob) + len(meta)
         finally:
             self._pending.pop(voice_id, None)
         return voice
 
-    def delete(self, voice_id: str) -> None:
+    async def delete(self, voice_id: str) -> None:
+        """Delete for every replica: the folder leaves the directory in one rename."""
         if voice_id == DEFAULT_VOICE_ID:
             raise VoiceError(400, "bad_request", "the default voice cannot be deleted")
-        if voice_id not in self._voices:
-            raise VoiceError(404, "unknown_voice", f"no voice {voice_id!r}")
-        if self.directory is not None and (self.directory / voice_id).exists():
-            trash = self.directory / f".deleted-{voice_id}-{uuid.uuid4().hex[:8]}"
+        found = voice_id in self._voices
+        if self.directory is not None and valid_id(voice_id):
             try:
-                (self.directory / voice_id).rename(trash)
+                found = await self._off_model(voicedir.delete, self.directory, voice_id)
             except OSError as exc:
                 raise _storage_error(exc) from exc
-            shutil.rmtree(trash, ignore_errors=True)  # what is left is removed at the next start
-        del self._voices[voice_id]
+        self._changed[voice_id] = time.monotonic()
+        self._forget(voice_id)
+        if not found:
+            raise VoiceError(404, "unknown_voice", f"no voice {voice_id!r}")
+
+    def close(self) -> None:
+        """Stop watching the directory and release the helper threads (at shutdown, after the batcher: no
+        voice work is left to run)."""
+        if self._watcher is not None:
+            self._watcher.cancel()
+        self._helpers.shutdown(wait=False, cancel_futures=True)
+
+    # -- the directory --------------------------------------------------------------------------------
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(self.sync_s)
+            try:
+                await self.refresh()
+            except Exception as exc:  # keep watching; say so once per distinct failure, not every second
+                if str(exc) != self._scan_error:
+                    log.warning("cannot scan the voices dir: %s", exc)
+                self._scan_error = str(exc)
+            else:
+                self._scan_error = ""
+
+    async def _read_through(self, voice_id: str) -> None:
+        """Load one stored voice; concurrent callers for one id share the work."""
+        loading = self._loading.get(voice_id)
+        if loading is None:
+            loading = self._loading[voice_id] = asyncio.ensure_future(self._load_stored(voice_id))
+            loading.add_done_callback(lambda _f: self._loading.pop(voice_id, None))
+        await asyncio.shield(loading)
+
+    async def _load_stored(self, voice_id: str) -> None:
+        assert self.directory is not None
+        started = time.monotonic()
+        try:
+            stored = await self._off_model(voicedir.read_voice, self.directory, voice_id)
+        except FileNotFoundError:
+            return  # not a voice, or deleted meanwhile
+        except (OSError, ValueError) as exc:
+            log.warning("cannot read stored voice %s: %s", voice_id, exc)
+            return
+        try:
+            reference = await self._decode(stored.audio)
+            meta = stored.meta
+            if "rms" in meta:  # stored at 24 kHz: keep the RMS measured on the upload, as at creation
+                reference = dataclasses.replace(reference, rms=float(meta["rms"]), clipped=bool(meta["clipped"]))
+            voice = await self._off_model(voice_from_reference, voice_id, str(meta["transcript"]), reference)
+            voice = await self._attach(voice)
+        except (ValueError, KeyError, TypeError, EngineError) as exc:
+            log.warning("skipping stored voice %s: %s", voice_id, exc)
+            self._broken[voice_id] = stored.signature
+            return
+        if self._changed.get(voice_id, 0.0) >= started:
+            return  # added or deleted here while it loaded: what this process did is newer
+        self._voices[voice_id], self._sizes[voice_id] = voice, stored.size
+        self._signatures[voice_id] = stored.signature
+
+    def _forget(self, voice_id: str) -> None:
+        self._voices.pop(voice_id, None)
         self._sizes.pop(voice_id, None)
+        self._signatures.pop(voice_id, None)
 
     # -- helpers --------------------------------------------------------------------------------------
 
-    def _check_new(self, voice_id: str, transcript: str, limits: VoiceLimits) -> None:
-        """Cheap refusals, before any decoding."""
+    async def _check_new(self, voice_id: str, transcript: str, limits: VoiceLimits) -> None:
+        """Cheap refusals, before any decoding (the directory's own checks come at creation)."""
         if not valid_id(voice_id):
             raise VoiceError(400, "bad_request", "voice id must be 1-64 letters, digits, '-' or '_', "
                              "starting with a letter or digit")
-        if voice_id in self._voices or voice_id in self._pending:
+        if voice_id in self._voices or voice_id in self._pending or await self._stored(voice_id):
             raise VoiceError(409, "conflict", f"voice {voice_id!r} already exists; delete it first")
         if len(transcript.encode("utf-8")) > limits.max_transcript_bytes:
             raise VoiceError(400, "transcript_too_long",
                              f"the transcript is over {limits.max_transcript_bytes} bytes (UTF-8)")
-        if len(self._sizes) + len(self._pending) >= limits.max_voices:
-            raise VoiceError(507, "quota_exceeded", f"this server holds at most {limits.max_voices} voices; "
-                             "delete one first")
+        if await self._count() + len(self._pending) >= limits.max_voices:
+            raise _over_count(limits)
+
+    async def _stored(self, voice_id: str) -> bool:
+        return self.directory is not None and await self._off_model(voicedir.exists, self.directory, voice_id)
+
+    async def _count(self) -> int:
+        if self.directory is None:
+            return len(self._sizes)
+        try:
+            return (await self._off_model(voicedir.usage, self.directory, valid_id)).count
+        except OSError as exc:
+            raise _storage_error(exc) from exc
 
     def _reserve(self, voice_id: str, size: int, limits: VoiceLimits) -> None:
-        """Synchronous check-and-reserve, so concurrent uploads cannot both take the last bytes."""
-        used = sum(self._sizes.values()) + sum(self._pending.values())
-        if used + size > limits.max_bytes:
-            raise VoiceError(507, "quota_exceeded", f"stored voices would take {used + size} bytes; "
-                             f"the limit is {limits.max_bytes}; delete a voice first")
+        """Memory-only mode: synchronous check-and-reserve, so concurrent uploads cannot both take the
+        last bytes (with a directory, the directory's claims do this across processes)."""
+        _check_usage(voicedir.Usage({**self._sizes, **self._pending, voice_id: size}), limits)
         self._pending[voice_id] = size
 
     async def _decode(self, audio: bytes) -> Reference:
         async with self._decoding:
             return await self._off_model(load_reference, audio)
-
-    def close(self) -> None:
-        """Release the helper threads (at shutdown, after the batcher: no voice work is left to run)."""
-        self._helpers.shutdown(wait=False, cancel_futures=True)
 
     async def _off_model(self, fn: Callable[..., R], *args: Any) -> R:
         return await asyncio.get_running_loop().run_in_executor(self._helpers, fn, *args)
@@ -218,24 +312,28 @@ class VoiceStore:
         result: Voice = await self._in_worker(self.engine.attach, voice)
         return result
 
-    async def _persist(self, voice_id: str, blob: bytes, meta: bytes) -> None:
+    async def _persist(self, voice_id: str, blob: bytes, meta: bytes, limits: VoiceLimits) -> None:
         if self.directory is None:
             return
         try:
-            await self._off_model(self._write, self.directory, voice_id, blob, meta)
+            self._signatures[voice_id] = await self._off_model(
+                voicedir.create, self.directory, voice_id, blob, meta, lambda u: _check_usage(u, limits), valid_id)
+        except voicedir.Taken:
+            raise VoiceError(409, "conflict", f"voice {voice_id!r} already exists; delete it first") from None
         except OSError as exc:
             log.warning("cannot store voice %s: %s", voice_id, exc)
             raise _storage_error(exc) from exc
 
-    @staticmethod
-    def _write(directory: Path, voice_id: str, blob: bytes, meta: bytes) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
-        staging = directory / f".incoming-{voice_id}-{uuid.uuid4().hex[:8]}"
-        try:
-            staging.mkdir()
-            (staging / "audio").write_bytes(blob)
-            (staging / "voice.json").write_bytes(meta)
-            staging.rename(directory / voice_id)
-        except OSError:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
+
+def _over_count(limits: VoiceLimits) -> VoiceError:
+    return VoiceError(507, "quota_exceeded", f"this server holds at most {limits.max_voices} voices; "
+                      "delete one first")
+
+
+def _check_usage(usage: voicedir.Usage, limits: VoiceLimits) -> None:
+    """Usage includes the voice being created."""
+    if usage.count > limits.max_voices:
+        raise _over_count(limits)
+    if usage.bytes > limits.max_bytes:
+        raise VoiceError(507, "quota_exceeded", f"stored voices would take {usage.bytes} bytes; "
+                         f"the limit is {limits.max_bytes}; delete a voice first")

@@ -37,6 +37,7 @@ async def speech(request: web.Request) -> web.StreamResponse:
         state.service.refused("http", error.for_request(f"http-{uuid.uuid4().hex[:12]}"), route=request.path)
         return service_error_response(error)
     events = EventQueue()
+    await state.service.load_voice(parsed.stream.voice)
     try:
         stream = state.service.open(parsed.stream, "http", events)
     except ServiceError as error:  # counted by the service

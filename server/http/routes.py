@@ -26,7 +26,7 @@ async def list_voices(request: web.Request) -> web.Response:
 @routes.get("/v1/voices/{voice_id}")
 async def get_voice(request: web.Request) -> web.Response:
     voices = request.app[STATE].runtime.voices
-    voice = voices.get(request.match_info["voice_id"])
+    voice = await voices.lookup(request.match_info["voice_id"])
     if voice is None:
         return error_response(404, "unknown_voice", f"no voice {request.match_info['voice_id']!r}")
     return web.json_response({**describe(voice, builtin=voice.id == "default"), "name": voice.id})
@@ -36,7 +36,7 @@ async def get_voice(request: web.Request) -> web.Response:
 async def delete_voice(request: web.Request) -> web.Response:
     voices = request.app[STATE].runtime.voices
     try:
-        voices.delete(request.match_info["voice_id"])
+        await voices.delete(request.match_info["voice_id"])
     except VoiceError as exc:
         return error_response(exc.status, exc.code, str(exc))
     return web.Response(status=204)

@@ -60,6 +60,7 @@ class Worker:
     async def _voice(self, request: JobRequest) -> str | Voice:
         """A voice id (looked up by the service), or an inline voice prepared here once and cached."""
         if isinstance(request.voice, str):
+            await self.service.load_voice(request.voice)  # created through another worker a moment ago
             return request.voice
         audio, transcript = request.voice
         key = hashlib.sha256(audio + transcript.encode()).hexdigest()

@@ -138,6 +138,7 @@ class Connection:
             id=rid, text=message.text, voice=message.voice, speed=message.speed, nfe_steps=message.nfe_steps,
             cfg_strength=message.cfg_strength, sway_sampling_coef=message.sway_sampling_coef, seed=message.seed,
             final=message.final, normalize=message.normalize, lang=message.lang, marks=message.marks)
+        await service.load_voice(request.voice)
         try:
             stream = service.open(request, "ws", self, number=self._numbers + 1)
         except ServiceError as error:
