@@ -21,8 +21,9 @@ install: $(STAMP)
 
 # Test tools from Debian: promtool (package prometheus) checks the alert rules and the /metrics output;
 # shellcheck checks the container's start script; chromium runs the playground's browser tests (Playwright
-# drives Debian's build: browser downloads are not possible here). (hadolint comes from PyPI with the dev extras.)
-DEBIAN_TOOLS := promtool:prometheus shellcheck:shellcheck chromium:chromium
+# drives Debian's build: browser downloads are not possible here); haproxy fronts the fleet tests' replicas
+# (tests/test_fleet.py). (hadolint comes from PyPI with the dev extras.)
+DEBIAN_TOOLS := promtool:prometheus shellcheck:shellcheck chromium:chromium haproxy:haproxy
 tools:
 	@missing=""; for pair in $(DEBIAN_TOOLS); do \
 		command -v "$${pair%%:*}" >/dev/null || missing="$$missing $${pair#*:}"; done; \
