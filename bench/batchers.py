@@ -1,13 +1,10 @@
-"""The scheduler columns of ``bench.scheduler``: each policy's batcher, built, seeded and started
-on the in-process engine, and the observer that records batch (or step) sizes per phase.
+"""Batcher wiring for ``bench.scheduler``: each policy's batcher, built, seeded and started on the
+in-process engine, and the observers that record batch (or step) sizes.
 
-Columns: ``fill`` and ``latency`` (request mode, #12: whole batches, seeded from the engine's timed warm-up
-passes) and ``step`` (``--scheduler step``, #13: items join between flow steps; its per-step curve seeded
-by timing single step passes, as it learns live). All share the one model thread the engine was loaded on
-(``engine.threads``: a second thread running torch would slow every pass by ~45 % on CPU). The step
-scheduler's figures used to come from a separate bench here; they are now a column of the one run:
-
-    OMP_NUM_THREADS=2 python -m bench.scheduler --nfe-steps 16 --max-batch-size 8 --loads 0.6,0.9,1.2
+Columns: ``fill`` and ``latency`` (request mode: whole batches, seeded from the engine's timed warm-up
+passes) and ``step`` (``--scheduler step``: items join between flow steps; its per-step curve seeded by
+timing single step passes, as it learns live). All share the one model thread the engine was loaded on
+(``engine.threads``: a second thread running torch slows every pass on CPU).
 """
 
 from __future__ import annotations
@@ -21,8 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from batching import BatcherConfig, MicroBatcher, StepBatcher, policy
-from bench.batching import BatchSizes
+from batching import BatcherConfig, MicroBatcher, NullObserver, StepBatcher, policy
 from engine import Engine, SynthesisItem, Voice, warmup_batch_sizes
 from engine.step_adapter import EngineStepModel
 
@@ -31,6 +27,16 @@ POLICIES = ("fill", "latency", "step")
 EXTRA = ("latency-no-margin",)
 """Columns on request only: ``latency`` with admission's learned margin switched off (the margin's A/B)."""
 WARM_TEXTS = ("Warming up the model.", "The quick brown fox jumps over the lazy dog near the river.")
+
+
+class BatchSizes(NullObserver):
+    """Observer that keeps the size of every batch."""
+
+    def __init__(self) -> None:
+        self.sizes: list[int] = []
+
+    def batch_done(self, size: int, seconds: float, padded_frames: int, real_frames: int) -> None:
+        self.sizes.append(size)
 
 
 class SizeLog(BatchSizes):
@@ -60,8 +66,7 @@ async def make_batchers(engine: Engine, voice: Voice, args: argparse.Namespace, 
         if config.scheduler == "step":
             step = StepBatcher(EngineStepModel(engine), config, logs[name], seed_steps=args.nfe_steps,
                                executor=thread)  # the one model thread (engine.threads)
-            texts = ["Warming up the model.", "The quick brown fox jumps over the lazy dog near the river."]
-            items = [SynthesisItem(texts[n % 2], voice, nfe_steps=args.nfe_steps, seed=n)
+            items = [SynthesisItem(WARM_TEXTS[n % 2], voice, nfe_steps=args.nfe_steps, seed=n)
                      for n in range(args.max_batch_size)]
             await step.seed_step_costs(items, warmup_batch_sizes(args.max_batch_size))
             batchers[name] = step

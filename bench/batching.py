@@ -11,7 +11,6 @@ size is measured on the same worker thread, so the batcher's own overhead shows 
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import statistics
@@ -23,20 +22,12 @@ from typing import Any
 
 import numpy as np
 
-from batching import BatcherConfig, MicroBatcher, NullObserver
-from bench.engine import TEXTS, reference_voice
-from engine import Engine, EngineConfig, SynthesisItem, Voice
+from batching import BatcherConfig, MicroBatcher
+from bench.batchers import BatchSizes
+from bench.common import add_engine_args, figure, int_list, parser, percentile, print_json, save_png, write_json
+from bench.models import TEXTS, load_engine, reference_voice
+from engine import Engine, SynthesisItem, Voice
 from engine.threads import model_executor
-
-
-class BatchSizes(NullObserver):
-    """Observer that keeps the size of every batch."""
-
-    def __init__(self) -> None:
-        self.sizes: list[int] = []
-
-    def batch_done(self, size: int, seconds: float, padded_frames: int, real_frames: int) -> None:
-        self.sizes.append(size)
 
 
 def item(voice: Voice, n: int, nfe: int) -> SynthesisItem:
@@ -67,12 +58,11 @@ async def closed_loop(engine: Engine, voice: Voice, max_batch: int, concurrency:
     wall = time.perf_counter() - started
     raw = await raw_engine(batcher, engine, voice, min(max_batch, concurrency), nfe, repeats=requests)
     await batcher.close()
-    q = statistics.quantiles(latencies, n=20) if len(latencies) > 1 else latencies * 19
     throughput = audio / wall
     return {
         "max_batch_size": max_batch, "concurrency": concurrency, "requests": len(latencies),
         "wall_s": round(wall, 3), "throughput_audio_s_per_s": round(throughput, 3),
-        "latency_p50_s": round(statistics.median(latencies), 3), "latency_p95_s": round(q[18], 3),
+        "latency_p50_s": percentile(latencies, 50), "latency_p95_s": percentile(latencies, 95),
         "mean_batch_size": round(statistics.mean(observer.sizes), 2), "batches": len(observer.sizes),
         "raw_engine_throughput": round(raw, 3), "vs_raw_engine": round(throughput / raw, 3),
     }
@@ -118,12 +108,7 @@ async def paired_overhead(engine: Engine, voice: Voice, size: int, nfe: int, pai
 
 
 def plot(rows: list[dict[str, Any]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (left, right) = figure(1, 2, (11, 4))
     for max_batch in sorted({r["max_batch_size"] for r in rows}):
         sel = [r for r in rows if r["max_batch_size"] == max_batch]
         conc = [r["concurrency"] for r in sel]
@@ -132,35 +117,29 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
         right.plot(conc, [r["latency_p95_s"] for r in sel], marker="x", ls="--", label=f"p95, max batch {max_batch}")
     left.set(xlabel="concurrent clients", ylabel="audio seconds per wall second", title="Throughput")
     right.set(xlabel="concurrent clients", ylabel="seconds", title="Request latency")
-    for ax in (left, right):
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_png(fig, path, (left, right))
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="tiny")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--concurrency", default="1,4,8,16")
-    parser.add_argument("--max-batch-sizes", default="1,16")
-    parser.add_argument("--requests", type=int, default=4, help="requests per client")
-    parser.add_argument("--nfe-steps", type=int, default=32)
-    parser.add_argument("--pairs", type=int, default=6, help="alternated batcher/raw-engine batches")
-    parser.add_argument("--out", default="out/bench_batching")
-    args = parser.parse_args()
+    cli = parser(__doc__)
+    add_engine_args(cli, random_weights=False)
+    cli.add_argument("--concurrency", type=int_list, default=[1, 4, 8, 16])
+    cli.add_argument("--max-batch-sizes", type=int_list, default=[1, 16])
+    cli.add_argument("--requests", type=int, default=4, help="requests per client")
+    cli.add_argument("--pairs", type=int, default=6, help="alternated batcher/raw-engine batches")
+    cli.add_argument("--out", default="out/bench_batching")
+    args = cli.parse_args()
 
     thread = model_executor()  # load and every batcher on one thread, as the server does (engine.threads)
-    engine = thread.submit(Engine.load, EngineConfig(model=args.model, device=args.device)).result()
+    engine = thread.submit(load_engine, args, Path(".")).result()
     voice = thread.submit(reference_voice, engine, 1.0).result()
     rows = []
-    for max_batch in (int(b) for b in args.max_batch_sizes.split(",")):
-        for concurrency in (int(c) for c in args.concurrency.split(",")):
+    for max_batch in args.max_batch_sizes:
+        for concurrency in args.concurrency:
             rows.append(asyncio.run(closed_loop(engine, voice, max_batch, concurrency, args.requests,
                                                 args.nfe_steps, thread)))
             print(json.dumps(rows[-1]), file=sys.stderr)
-    top = max(int(c) for c in args.concurrency.split(","))
+    top = max(args.concurrency)
     by = {(r["max_batch_size"], r["concurrency"]): r for r in rows}
     summary: dict[str, Any] = {}
     big, small = max(by)[0], min(by)[0]
@@ -170,11 +149,9 @@ def main() -> int:
         summary["paired"] = asyncio.run(paired_overhead(engine, voice, big, args.nfe_steps, args.pairs, thread))
     report = {"model": args.model, "device": str(engine.device), "nfe_steps": args.nfe_steps,
               "results": rows, "summary": summary}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(report, indent=2))
-    plot(rows, out.with_suffix(".png"))
-    print(json.dumps(report, indent=2))
+    write_json(report, args.out)
+    plot(rows, Path(args.out))
+    print_json(report)
     return 0
 
 

@@ -30,7 +30,7 @@ import numpy as np
 
 # Seconds per batch by batch size, measured on the development CPU (tiny profile, 32 flow steps).
 CURVES: dict[str, dict[int, float]] = {
-    # issue #12: the 5.3 s default voice is compute-bound, 0.48-0.54 s per item whatever the batch size.
+    # The 5.3 s default voice is compute-bound, 0.48-0.54 s per item whatever the batch size.
     "cpu-default-voice": {1: 0.50, 8: 8 * 0.50, 16: 16 * 0.52},
     # README engine table (1 s reference): per-item cost falls from 0.21 s to 0.11 s at batch 16.
     "cpu-1s-voice": {1: 0.21, 2: 2 * 0.16, 4: 4 * 0.146, 8: 8 * 0.126, 16: 16 * 0.11},

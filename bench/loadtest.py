@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import random
 import statistics
 import sys
@@ -25,20 +24,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.common import TEXT_MIX, figure, parser, percentile, print_json, save_png, write_json
 from f5tts_client import StreamError, TTSClient
 
-# (weight, text): what a voice agent mostly says is short; some answers are long.
-TEXT_MIX = [
-    (5, "Sure, I can help with that."),
-    (5, "Thanks for calling. How can I help you today?"),
-    (4, "Your order has shipped and should arrive on Thursday between nine and five."),
-    (3, "I found three flights that match. The earliest leaves at seven fifteen and arrives at ten."),
-    (2, "Let me explain how this works. First, you choose a plan. Then we set up your account and send "
-        "you a confirmation email. After that, you can start using the service right away."),
-    (1, "Here is a summary of today's news. Markets rose slightly in early trading. A storm is expected "
-        "along the coast tonight, with heavy rain and strong winds. Local elections take place next week, "
-        "and polling stations open at eight in the morning."),
-]
 MAX_DURATION_S = 3600
 MAX_REQUESTS = 100_000
 
@@ -58,14 +46,6 @@ class Sample:
 def pick_text(rng: random.Random) -> str:
     weights, texts = zip(*TEXT_MIX, strict=True)
     return rng.choices(texts, weights=weights)[0]
-
-
-def percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
-    return round(ordered[index], 4)
 
 
 async def one_request(client: TTSClient, text: str, args: argparse.Namespace, t0: float) -> Sample:
@@ -159,60 +139,49 @@ def report(args: argparse.Namespace, samples: list[Sample], wall: float, issued:
 
 
 def plot(result: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     samples = [s for s in result["samples"] if s["ok"]]
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 6), sharex=True)
+    fig, (top, bottom) = figure(2, 1, (10, 6), sharex=True)
     top.scatter([s["started"] for s in samples], [s["latency_s"] for s in samples], s=8, label="latency")
     top.scatter([s["started"] for s in samples], [s["ttfa_s"] for s in samples], s=8, label="time to first audio")
     top.axhline(result["checks"]["latency_p95"]["budget_s"], color="red", ls="--", label="p95 budget")
     top.set(ylabel="seconds", title=f"{result['requests']} requests, {sum(result['errors'].values())} errors")
-    top.legend()
     seconds = int(result["wall_s"]) + 1
     audio = [0.0] * seconds
     for s in samples:
         audio[min(int(s["started"] + s["latency_s"]), seconds - 1)] += s["audio_s"]
     bottom.bar(range(seconds), audio, width=1.0)
     bottom.set(xlabel="seconds since start", ylabel="audio seconds finished")
-    for ax in (top, bottom):
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    top.legend()
+    save_png(fig, path, (top, bottom), legend=False)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--url", required=True, help="ws://host:port/v1/stream")
-    mode = parser.add_mutually_exclusive_group(required=True)
+    cli = parser(__doc__)
+    cli.add_argument("--url", required=True, help="ws://host:port/v1/stream")
+    mode = cli.add_mutually_exclusive_group(required=True)
     mode.add_argument("--concurrency", type=int, help="closed loop: this many clients back to back")
     mode.add_argument("--rate", type=float, help="open loop: Poisson arrivals per second")
-    parser.add_argument("--connections", type=int, default=8, help="sockets shared by open-loop requests")
-    parser.add_argument("--duration", type=float, default=30.0, help=f"seconds (at most {MAX_DURATION_S})")
-    parser.add_argument("--max-requests", type=int, default=2000)
-    parser.add_argument("--drain-s", type=float, default=60.0, help="wait this long for unfinished requests")
-    parser.add_argument("--budget-p95", type=float, default=3.0, help="p95 latency budget, seconds")
-    parser.add_argument("--budget-ttfa-p95", type=float, default=None)
-    parser.add_argument("--max-error-rate", type=float, default=0.01)
-    parser.add_argument("--voice", default="default")
-    parser.add_argument("--nfe-steps", type=int, default=None)
-    parser.add_argument("--api-key", default=None)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default="out/loadtest", help="writes <out>.json and <out>.png")
-    return parser.parse_args(argv)
+    cli.add_argument("--connections", type=int, default=8, help="sockets shared by open-loop requests")
+    cli.add_argument("--duration", type=float, default=30.0, help=f"seconds (at most {MAX_DURATION_S})")
+    cli.add_argument("--max-requests", type=int, default=2000)
+    cli.add_argument("--drain-s", type=float, default=60.0, help="wait this long for unfinished requests")
+    cli.add_argument("--budget-p95", type=float, default=3.0, help="p95 latency budget, seconds")
+    cli.add_argument("--budget-ttfa-p95", type=float, default=None)
+    cli.add_argument("--max-error-rate", type=float, default=0.01)
+    cli.add_argument("--voice", default="default")
+    cli.add_argument("--nfe-steps", type=int, default=None)
+    cli.add_argument("--api-key", default=None)
+    cli.add_argument("--seed", type=int, default=0)
+    cli.add_argument("--out", default="out/loadtest", help="writes <out>.json and <out>.png")
+    return cli.parse_args(argv)
 
 
 async def amain(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     result = await run(args)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(result, indent=2))
-    plot(result, out.with_suffix(".png"))
-    summary = {k: v for k, v in result.items() if k != "samples"}
-    print(json.dumps(summary, indent=2))
+    write_json(result, args.out)
+    plot(result, Path(args.out))
+    print_json({k: v for k, v in result.items() if k != "samples"})
     return 0 if result["passed"] else 1
 
 

@@ -1,19 +1,19 @@
 #!/usr/bin/env python3
 """Cost of the text front end: normalisation per 1 000 characters and per sentence, SSML parsing per
-document. The goal (issue #18) is < 1 ms per sentence, negligible against synthesis.
+document. The goal is < 1 ms per sentence, negligible against synthesis.
 
     python -m bench.normalize            # human-readable figures, then one JSON line
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import platform
 import statistics
 import time
 from collections.abc import Callable
 
+from bench.common import parser
 from text.normalize import normalize
 from text.ssml import parse_ssml
 
@@ -52,9 +52,9 @@ def per_call(fn: Callable[[], object], repeat: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=20)
-    args = parser.parse_args()
+    cli = parser(__doc__)
+    cli.add_argument("--repeat", type=int, default=20)
+    args = cli.parse_args()
     start = time.perf_counter()
     normalize("warm 1 up", "en")  # first call per language compiles its alternation: report it apart
     first_ms = (time.perf_counter() - start) * 1e3

@@ -47,9 +47,9 @@ import numpy as np
 
 from batching import MicroBatcher, QueueFullError, StepBatcher, Ticket
 from bench.batchers import EXTRA, POLICIES, SizeLog, make_batchers, policies
-from bench.engine import full_vocos, random_weights_checkpoint, reference_voice
-from bench.loadtest import TEXT_MIX, percentile
-from engine import SAMPLE_RATE, Engine, EngineConfig, SynthesisItem, Voice
+from bench.common import TEXT_MIX, add_engine_args, figure, parser, percentile, print_json, save_png, write_json
+from bench.models import load_engine, reference_voice
+from engine import SAMPLE_RATE, Engine, SynthesisItem, Voice
 from engine.threads import model_executor
 from text.chunking import chunk_text
 
@@ -258,12 +258,7 @@ async def burst_phase(batchers: dict[str, Batcher], logs: dict[str, SizeLog], wo
 
 
 def plot(report: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(report["voices"]), figsize=(6 * len(report["voices"]), 4), squeeze=False)
+    fig, axes = figure(1, len(report["voices"]), (6 * len(report["voices"]), 4), squeeze=False)
     for ax, (label, voice) in zip(axes[0], report["voices"].items(), strict=True):
         loads = [row["load"] for row in voice["open"]]
         for name in (*report["args"]["policies"], "fifo_singles_sim"):
@@ -271,17 +266,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
         ax.axhline(voice["unloaded_ttfa_mean_s"], color="grey", ls=":", label="unloaded TTFA (mean)")
         ax.axhline(report["budget_s"], color="red", ls="--", label="budget")
         ax.set(xlabel="offered load (x measured capacity)", ylabel="TTFA p95 (s)", title=f"{label} voice")
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-
-
-def load_engine(args: argparse.Namespace, tmp: Path) -> Engine:
-    ckpt, vocoder = "", ""
-    if args.random_weights:
-        ckpt, vocoder = str(random_weights_checkpoint(args.model, tmp)), str(full_vocos(tmp))
-    return Engine.load(EngineConfig(model=args.model, device=args.device, ckpt_file=ckpt, vocoder_path=vocoder))
+    save_png(fig, path, axes[0])
 
 
 async def amain(args: argparse.Namespace) -> dict[str, Any]:
@@ -300,36 +285,31 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="tiny")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--random-weights", action="store_true", help="full-size architecture, random weights")
-    parser.add_argument("--nfe-steps", type=int, default=8)
-    parser.add_argument("--max-batch-size", type=int, default=16)
-    parser.add_argument("--voices", type=lambda s: s.split(","), default=["default", "1s"])
-    parser.add_argument("--loads", type=lambda s: [float(x) for x in s.split(",")], default=[0.3, 0.6, 0.9, 1.2])
-    parser.add_argument("--phase-s", type=float, default=20.0, help="open-loop arrivals per phase for this long")
-    parser.add_argument("--max-requests", type=int, default=120, help="and at most this many per phase")
-    parser.add_argument("--clients", type=int, default=8)
-    parser.add_argument("--closed-requests", type=int, default=3, help="requests per closed-loop client")
-    parser.add_argument("--budget", type=float, default=3.0, help="admission TTFA budget (s)")
-    parser.add_argument("--no-admission", action="store_true", help="latency/step policy without admission control")
-    parser.add_argument("--policies", type=lambda s: s.split(","), default=list(POLICIES),
+    cli = parser(__doc__)
+    add_engine_args(cli, nfe_steps=8)
+    cli.add_argument("--max-batch-size", type=int, default=16)
+    cli.add_argument("--voices", type=lambda s: s.split(","), default=["default", "1s"])
+    cli.add_argument("--loads", type=lambda s: [float(x) for x in s.split(",")], default=[0.3, 0.6, 0.9, 1.2])
+    cli.add_argument("--phase-s", type=float, default=20.0, help="open-loop arrivals per phase for this long")
+    cli.add_argument("--max-requests", type=int, default=120, help="and at most this many per phase")
+    cli.add_argument("--clients", type=int, default=8)
+    cli.add_argument("--closed-requests", type=int, default=3, help="requests per closed-loop client")
+    cli.add_argument("--budget", type=float, default=3.0, help="admission TTFA budget (s)")
+    cli.add_argument("--no-admission", action="store_true", help="latency/step policy without admission control")
+    cli.add_argument("--policies", type=lambda s: s.split(","), default=list(POLICIES),
                         help=f"columns, of {','.join(POLICIES + EXTRA)}")
-    parser.add_argument("--burst", type=int, default=24, help="saturation phase: requests at once (0: skip)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default="out/bench_scheduler")
-    return parser.parse_args(argv)
+    cli.add_argument("--burst", type=int, default=24, help="saturation phase: requests at once (0: skip)")
+    cli.add_argument("--seed", type=int, default=0)
+    cli.add_argument("--out", default="out/bench_scheduler")
+    return cli.parse_args(argv)
 
 
 def main() -> int:
     args = parse_args()
     report = asyncio.run(amain(args))
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(report, indent=2))
-    plot(report, out.with_suffix(".png"))
-    print(json.dumps(report, indent=2))
+    write_json(report, args.out)
+    plot(report, Path(args.out))
+    print_json(report)
     return 0
 
 

@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import statistics
 import sys
 import time
 
 import aiohttp
 
+from bench.common import add_engine_args, parser, percentile, print_json
 from f5tts_client import TTSClient
-from server.core.app import create_app, start_site
+from server.app import create_app, start_site
 from server.core.settings import Settings
 from server.core.state import STATE
 
@@ -61,31 +61,25 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
             task.cancel()
         await asyncio.gather(*clients, return_exceptions=True)
         await runner.cleanup()
-    ordered = sorted(latencies)
-
-    def pct(q: float) -> float:
-        return round(1000 * ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))], 2)
-
+    millis = [1000 * s for s in latencies]
     return {
         "model": args.model, "clients": args.clients, "scrapes": len(latencies),
-        "scrape_ms": {"p50": pct(50), "p95": pct(95), "p99": pct(99), "max": round(1000 * ordered[-1], 2)},
+        "scrape_ms": {"p50": percentile(millis, 50), "p95": percentile(millis, 95),
+                      "p99": percentile(millis, 99), "max": round(max(millis), 2)},
         "queue_depth_during": {"min": min(depths), "median": statistics.median(depths), "max": max(depths)},
         "scrape_bytes": statistics.median(sizes), "goal": "p99 <= 50 ms",
     }
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="tiny")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--clients", type=int, default=24)
-    parser.add_argument("--max-batch-size", type=int, default=16)
-    parser.add_argument("--nfe-steps", type=int, default=32)
-    parser.add_argument("--scrapes", type=int, default=200)
-    parser.add_argument("--interval-ms", type=float, default=50)
-    parser.add_argument("--ramp-s", type=float, default=3.0)
-    args = parser.parse_args()
-    print(json.dumps(asyncio.run(measure(args)), indent=2))
+    cli = parser(__doc__)
+    add_engine_args(cli, random_weights=False)
+    cli.add_argument("--clients", type=int, default=24)
+    cli.add_argument("--max-batch-size", type=int, default=16)
+    cli.add_argument("--scrapes", type=int, default=200)
+    cli.add_argument("--interval-ms", type=float, default=50)
+    cli.add_argument("--ramp-s", type=float, default=3.0)
+    print_json(asyncio.run(measure(cli.parse_args())))
     return 0
 
 

@@ -17,14 +17,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import statistics
 import sys
 import time
 
+from bench.common import add_engine_args, parser, print_json
 from engine import SynthesisItem
 from f5tts_client import TTSClient
-from server.core.app import create_app, start_site
+from server.app import create_app, start_site
 from server.core.settings import Settings
 from server.core.state import STATE
 
@@ -80,14 +80,10 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="tiny")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--nfe-steps", type=int, default=32)
-    parser.add_argument("--repeats", type=int, default=10)
-    args = parser.parse_args()
-    report = asyncio.run(measure(args))
-    print(json.dumps(report, indent=2))
+    cli = parser(__doc__)
+    add_engine_args(cli, random_weights=False)
+    cli.add_argument("--repeats", type=int, default=10)
+    print_json(asyncio.run(measure(cli.parse_args())))
     return 0
 
 

@@ -16,20 +16,30 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
-import signal
-import socket
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from bench.common import (
+    ROOT,
+    free_port,
+    http_ready,
+    http_status,
+    parser,
+    print_json,
+    rss_mb,
+    server_command,
+    spread,
+    start_process,
+    stop,
+    wait_ready,
+    write_json,
+)
 
 POLL_S = 0.01
 PHASES = ("import", "load", "warmup", "total")
@@ -44,39 +54,6 @@ class Run:
     log_phases: dict[str, float] = field(default_factory=dict)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def http_get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, ""
-    except OSError:
-        return 0, ""
-
-
-def rss_mb(pid: int) -> float:
-    status = Path(f"/proc/{pid}/status").read_text()
-    return int(status.split("VmRSS:")[1].split()[0]) / 1024
-
-
-def wait_ready(proc: subprocess.Popen[bytes], base: str, timeout_s: float) -> float:
-    """The ``perf_counter`` instant of the first 200 from /readyz."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with status {proc.returncode} before it was ready")
-        if http_get(f"{base}/readyz")[0] == 200:
-            return time.perf_counter()
-        time.sleep(POLL_S)
-    raise TimeoutError(f"not ready after {timeout_s} s")
-
-
 def log_phases(log_text: str) -> dict[str, float]:
     """The phases of the JSON ``startup`` log line (absent in trees that predate it)."""
     for line in log_text.splitlines():
@@ -88,24 +65,19 @@ def log_phases(log_text: str) -> dict[str, float]:
 
 def spawn_once(args: argparse.Namespace, python_flags: list[str], log_path: Path) -> Run:
     port = free_port()
-    command = [args.python, *python_flags, "-m", "server", "--model", args.model, "--port", str(port),
-               "--host", "127.0.0.1", "--log-format", "json", *args.server_args]
-    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads)) if args.threads else dict(os.environ)
-    with log_path.open("wb") as log:
-        started = time.perf_counter()
-        proc = subprocess.Popen(command, cwd=args.cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            ready = wait_ready(proc, f"http://127.0.0.1:{port}", args.timeout) - started
-            time.sleep(args.idle)  # idle RSS: after startup's transient allocations have settled
-            rss = rss_mb(proc.pid)
-            phases = {p: float(v) for p, v in PHASE_RE.findall(http_get(f"http://127.0.0.1:{port}/metrics")[1])}
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    command = server_command(port, "--log-format", "json", *args.server_args, model=args.model, python=args.python)
+    command[1:1] = python_flags  # interpreter flags (-X importtime) go before -m
+    env = {"OMP_NUM_THREADS": str(args.threads)} if args.threads else {}
+    started = time.perf_counter()
+    proc = start_process(command, log_path, args.cwd, env=env)
+    try:
+        wait_ready(proc, http_ready(port), args.timeout, log_path, poll_s=POLL_S)
+        ready = time.perf_counter() - started
+        time.sleep(args.idle)  # idle RSS: after startup's transient allocations have settled
+        rss = rss_mb(proc.pid)
+        phases = {p: float(v) for p, v in PHASE_RE.findall(http_status(f"http://127.0.0.1:{port}/metrics")[1])}
+    finally:
+        stop(proc, grace_s=30)
     return Run(round(ready, 3), round(rss, 1), phases, log_phases(log_path.read_text(errors="replace")))
 
 
@@ -151,7 +123,7 @@ print(json.dumps({{"load_s": round(engine.load_seconds, 3), "rss_added_mb": roun
 def full_size_load(args: argparse.Namespace) -> dict[str, Any]:
     """``Engine.load`` of a full-size random EMA checkpoint, each run in a fresh process of ``--cwd``'s
     tree. Peak RSS includes the checkpoint's memory-mapped pages (page cache, not model memory)."""
-    repo = str(Path(__file__).resolve().parent.parent)
+    repo = str(ROOT)
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = str(Path(tmp) / "model.safetensors")
         code = WRITE_CHECKPOINT.format(model=args.full_load, ckpt=ckpt, root=tmp)
@@ -161,22 +133,18 @@ def full_size_load(args: argparse.Namespace) -> dict[str, Any]:
         runs = [json.loads(subprocess.run([args.python, "-c", probe], cwd=args.cwd, check=True,
                                           capture_output=True, text=True).stdout) for _ in range(args.runs)]
     return {"model": args.full_load, "cwd": args.cwd, "runs": runs,
-            "load_s": summary([r["load_s"] for r in runs])}
-
-
-def summary(values: list[float]) -> dict[str, float]:
-    return {"min": min(values), "median": round(statistics.median(values), 3), "max": max(values)}
+            "load_s": spread([r["load_s"] for r in runs])}
 
 
 def report(runs: list[Run]) -> dict[str, Any]:
     ready = [r.ready_s for r in runs]
     phases = sorted({p for r in runs for p in r.metric_phases})
-    out: dict[str, Any] = {"ready_s": summary(ready), "rss_mb": summary([r.rss_mb for r in runs]),
-                           "metric_phases_s": {p: summary([r.metric_phases[p] for r in runs
+    out: dict[str, Any] = {"ready_s": spread(ready), "rss_mb": spread([r.rss_mb for r in runs]),
+                           "metric_phases_s": {p: spread([r.metric_phases[p] for r in runs
                                                            if p in r.metric_phases]) for p in phases}}
     totals = [(r.metric_phases["total"], r.ready_s) for r in runs if "total" in r.metric_phases]
     if totals:  # how far the server's own total is from what an orchestrator sees
-        out["metric_total_vs_external"] = summary([round(t / e - 1, 4) for t, e in totals])
+        out["metric_total_vs_external"] = spread([round(t / e - 1, 4) for t, e in totals])
     return out
 
 
@@ -191,25 +159,25 @@ def print_table(runs: list[Run]) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--discard", type=int, default=1, help="uncounted spawns first (tiny model, page cache)")
-    parser.add_argument("--model", default="tiny")
-    parser.add_argument("--python", default=sys.executable)
-    parser.add_argument("--cwd", default=str(Path(__file__).resolve().parent.parent), help="tree to start")
-    parser.add_argument("--threads", type=int, default=0, help="OMP_NUM_THREADS for the server (0: unset)")
-    parser.add_argument("--idle", type=float, default=1.0, help="seconds after ready before reading RSS")
-    parser.add_argument("--timeout", type=float, default=120.0)
-    parser.add_argument("--importtime", action="store_true", help="one more run under -X importtime")
-    parser.add_argument("--json", default="", help="write the JSON here instead of stdout")
-    parser.add_argument("--full-load", default="", metavar="MODEL",
+    cli = parser(__doc__)
+    cli.add_argument("--runs", type=int, default=5)
+    cli.add_argument("--discard", type=int, default=1, help="uncounted spawns first (tiny model, page cache)")
+    cli.add_argument("--model", default="tiny")
+    cli.add_argument("--python", default=sys.executable)
+    cli.add_argument("--cwd", default=str(ROOT), help="tree to start")
+    cli.add_argument("--threads", type=int, default=0, help="OMP_NUM_THREADS for the server (0: unset)")
+    cli.add_argument("--idle", type=float, default=1.0, help="seconds after ready before reading RSS")
+    cli.add_argument("--timeout", type=float, default=120.0)
+    cli.add_argument("--importtime", action="store_true", help="one more run under -X importtime")
+    cli.add_argument("--json", default="", help="write the JSON here instead of stdout")
+    cli.add_argument("--full-load", default="", metavar="MODEL",
                         help="instead: time Engine.load of MODEL's full-size architecture, random EMA weights")
-    parser.add_argument("--device", default="cpu", help="with --full-load")
-    parser.add_argument("--dtype", default="auto", help="with --full-load")
-    parser.add_argument("server_args", nargs="*", help="extra server flags (after --)")
-    args = parser.parse_args()
+    cli.add_argument("--device", default="cpu", help="with --full-load")
+    cli.add_argument("--dtype", default="auto", help="with --full-load")
+    cli.add_argument("server_args", nargs="*", help="extra server flags (after --)")
+    args = cli.parse_args()
     if args.full_load:
-        print(json.dumps(full_size_load(args), indent=2))
+        print_json(full_size_load(args))
         return 0
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -223,11 +191,10 @@ def main() -> int:
             spawn_once(args, ["-X", "importtime"], log)
             result["slowest_imports"] = slowest_imports(log.read_text(errors="replace"), 25)
     print_table(runs)
-    text = json.dumps(result, indent=2)
     if args.json:
-        Path(args.json).write_text(text + "\n")
+        write_json(result, args.json)
     else:
-        print(text)
+        print_json(result)
     return 0
 
 

@@ -12,43 +12,20 @@ same items divided by its step count (the request mode's cost per step, vocoder 
 
 from __future__ import annotations
 
-import argparse
-import io
-import json
 import statistics
 import sys
 import tempfile
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
-import soundfile as sf
 import torch
 
-from bench.engine import TEXTS, full_vocos, random_weights_checkpoint
-from engine import Engine, EngineConfig, SynthesisItem, Voice
+from bench.common import add_engine_args, int_list, parser, print_json
+from bench.models import TEXTS, load_engine, reference_voice, timed
+from engine import Engine, SynthesisItem, Voice
 from engine.step_sampler import StepSampler
-from engine.voices import default_voice_file
 
 CLIP_TRANSCRIPT = "Some call me"  # what the first second of the default voice says
-
-
-def clip_voice(engine: Engine, seconds: float) -> Voice:
-    data, rate = sf.read(str(default_voice_file()), dtype="float32")
-    buf = io.BytesIO()
-    sf.write(buf, data[: int(seconds * rate)], rate, format="WAV")
-    return engine.prepare_voice("clip", buf.getvalue(), CLIP_TRANSCRIPT)
-
-
-def timed(engine: Engine, fn: Callable[[], Any]) -> float:
-    if engine.device.type == "cuda":
-        torch.cuda.synchronize()
-    started = time.perf_counter()
-    fn()
-    if engine.device.type == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - started
 
 
 SHORT_TEXTS = ("Sure, I can help with that.", "Thanks for calling. How can I help you today?",
@@ -76,32 +53,23 @@ def measure(engine: Engine, voice: Voice, active: int, steps: int, nfe: int,
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="tiny")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--dtype", default="auto")
-    parser.add_argument("--random-weights", action="store_true", help="full-size architecture, random weights")
-    parser.add_argument("--active", default="1,2,4,8")
-    parser.add_argument("--steps", type=int, default=5, help="timed steps per active count (median)")
-    parser.add_argument("--nfe-steps", type=int, default=16)
-    parser.add_argument("--short", action="store_true", help="first-chunk-like texts only (small passes)")
-    args = parser.parse_args()
+    cli = parser(__doc__)
+    add_engine_args(cli, nfe_steps=16, dtype=True)
+    cli.add_argument("--active", type=int_list, default=[1, 2, 4, 8])
+    cli.add_argument("--steps", type=int, default=5, help="timed steps per active count (median)")
+    cli.add_argument("--short", action="store_true", help="first-chunk-like texts only (small passes)")
+    args = cli.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
-        ckpt, vocoder = "", ""
-        if args.random_weights:
-            ckpt, vocoder = str(random_weights_checkpoint(args.model, Path(tmp))), str(full_vocos(Path(tmp)))
-        engine = Engine.load(EngineConfig(model=args.model, device=args.device, dtype=args.dtype,
-                                          ckpt_file=ckpt, vocoder_path=vocoder))
-        voices = {"1s": clip_voice(engine, 1.0), "default": engine.default_voice()}
+        engine = load_engine(args, Path(tmp))
+        voices = {"1s": reference_voice(engine, 1.0, CLIP_TRANSCRIPT), "default": engine.default_voice()}
         texts = SHORT_TEXTS if args.short else TEXTS
-        results = {name: [measure(engine, voice, int(n), args.steps, args.nfe_steps, texts)
-                          for n in args.active.split(",")] for name, voice in voices.items()}
+        results = {name: [measure(engine, voice, n, args.steps, args.nfe_steps, texts)
+                          for n in args.active] for name, voice in voices.items()}
     report = {"model": args.model, "random_weights": args.random_weights, "device": str(engine.device),
               "dtype": str(engine.dtype).removeprefix("torch."), "nfe_steps": args.nfe_steps,
               "threads": torch.get_num_threads(), "results": results}
-    json.dump(report, sys.stdout, indent=2)
-    print()
+    print_json(report)
     return 0
 
 

@@ -17,9 +17,8 @@ import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from bench.common import ROOT, parser, print_json
 
 CASES = ("clean", "helper_single_threaded", "plain_thread")
 TEXT = "The quick brown fox jumps over the lazy dog near the quiet river bank."
@@ -62,11 +61,11 @@ def run_case(case: str, nfe_steps: int, repeats: int) -> list[float]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--nfe-steps", type=int, default=32)
-    parser.add_argument("--repeats", type=int, default=4)
-    parser.add_argument("--case", choices=CASES, help=argparse.SUPPRESS)  # (internal) one case, in a child
-    args = parser.parse_args()
+    cli = parser(__doc__)
+    cli.add_argument("--nfe-steps", type=int, default=32)
+    cli.add_argument("--repeats", type=int, default=4)
+    cli.add_argument("--case", choices=CASES, help=argparse.SUPPRESS)  # (internal) one case, in a child
+    args = cli.parse_args()
     if args.case:
         print(json.dumps(run_case(args.case, args.nfe_steps, args.repeats)))
         return 0
@@ -79,8 +78,7 @@ def main() -> int:
         results[case] = {"median_s": round(statistics.median(seconds), 4), "runs_s": [round(s, 4) for s in seconds]}
     for case in CASES:
         results[case]["vs_clean"] = round(results[case]["median_s"] / results["clean"]["median_s"], 3)
-    print(json.dumps({"nfe_steps": args.nfe_steps, "voice": "default", "cores": os.cpu_count(),
-                      "results": results}, indent=2))
+    print_json({"nfe_steps": args.nfe_steps, "voice": "default", "cores": os.cpu_count(), "results": results})
     return 0
 
 

@@ -9,11 +9,11 @@ and always downloads Vocos), so ``serve-upstream`` below runs its own ``TTSStrea
 ``start_server`` with two hooks: the tiny architecture and the local Vocos. Everything else — chunking,
 ``infer_batch_process``, the accept loop, the wire — is upstream's code as installed.
 
-Systems: upstream; ours as it ships (``ours-step``: ``--scheduler step``, the default since #13), and in
-request mode with ``--batch-policy latency`` (``ours-latency``, #12's default) and ``--batch-policy fill``
-(``ours-fill``, the old policy). Each runs in its own process with OMP_NUM_THREADS=2, on the same
-checkpoint files, the default voice (f5-tts's ``basic_ref_en.wav`` with its transcript), the same sentences
-and flow steps. Rounds run the systems interleaved (A, B, C, A, B, C...) so machine drift hits all alike.
+Systems: upstream; ours as it ships (``ours-step``: ``--scheduler step``), and in request mode
+with ``--batch-policy latency`` (``ours-latency``) and ``--batch-policy fill`` (``ours-fill``). Each runs
+in its own process with OMP_NUM_THREADS=2, on the same checkpoint files, the default voice (f5-tts's
+``basic_ref_en.wav`` with its transcript), the same sentences and flow steps. Rounds run the systems
+interleaved (A, B, C, A, B, C...) so machine drift hits all alike.
 JSON to out/bench_upstream.json; a table with the ratios ours/upstream to stdout.
 
 Upstream clients open one connection per request (its server serves a connection until it closes, so a
@@ -27,22 +27,30 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.common import (
+    ROOT,
+    free_port,
+    http_ready,
+    parser,
+    percentile,
+    server_command,
+    start_process,
+    stop,
+    tcp_open,
+    wait_ready,
+    write_json,
+)
 from engine.tiny import TinyPaths, ensure_tiny_model
 from engine.voices import DEFAULT_TRANSCRIPT, default_voice_file
-
-ROOT = Path(__file__).resolve().parent.parent
 
 SENTENCES = [
     "The quick brown fox jumps over the lazy dog near the quiet river bank.",
@@ -69,8 +77,8 @@ class RoundStats:
     errors: int
     wall_s: float
     requests_per_s: float
-    latency_p50_s: float
-    latency_p95_s: float
+    latency_p50_s: float | None
+    latency_p95_s: float | None
     ttfa_p50_s: float | None
     ttfa_p95_s: float | None
     audio_s_per_request: float
@@ -134,64 +142,15 @@ OURS = {"ours-step": ["--scheduler", "step"],
 
 
 def ours_command(tiny: TinyPaths, port: int, system: str) -> list[str]:
-    return [sys.executable, "-m", "server", "--model", "tiny", "--host", "127.0.0.1", "--port", str(port),
-            "--ckpt-file", str(tiny.ckpt), "--vocab-file", str(tiny.vocab), "--vocoder-path",
-            str(tiny.vocoder_dir), "--device", "cpu", *OURS[system]]
+    return server_command(port, "--ckpt-file", str(tiny.ckpt), "--vocab-file", str(tiny.vocab), "--vocoder-path",
+                          str(tiny.vocoder_dir), "--device", "cpu", *OURS[system])
 
 
 # -- processes --------------------------------------------------------------------------------------------
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def start(command: list[str], log: Path, cwd: Path, code_root: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, **SERVER_ENV, "PYTHONPATH": str(code_root)}
-    with log.open("wb") as out:  # the child keeps its own copy of the descriptor
-        return subprocess.Popen(command, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
-
-
-def wait_ready(proc: subprocess.Popen[bytes], probe: Callable[[], bool], log: Path, timeout_s: float) -> float:
-    started = time.perf_counter()
-    while time.perf_counter() - started < timeout_s:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}; log {log}:\n{log.read_text()[-3000:]}")
-        if probe():
-            return time.perf_counter() - started
-        time.sleep(0.5)
-    raise RuntimeError(f"server not ready after {timeout_s:.0f} s; log {log}")
-
-
-def tcp_open(port: int) -> Callable[[], bool]:
-    def probe() -> bool:
-        # Upstream's accept loop treats a connection closed without text as a finished client: harmless.
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return True
-        except OSError:
-            return False
-    return probe
-
-
-def http_ready(port: int) -> Callable[[], bool]:
-    def probe() -> bool:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as response:
-                return bool(response.status == 200)
-        except OSError:
-            return False
-    return probe
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    """A system under test with the thread and hub settings every system gets alike."""
+    return start_process(command, log, cwd, code_root, env=SERVER_ENV)
 
 
 # -- clients ----------------------------------------------------------------------------------------------
@@ -264,24 +223,16 @@ async def closed_loop(system: str, port: int, args: argparse.Namespace) -> tuple
 
 # -- statistics -------------------------------------------------------------------------------------------
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    k = (len(ordered) - 1) * q
-    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
-
-
 def round_stats(system: str, index: int, samples: list[Sample | None], wall_s: float, foreign: float) -> RoundStats:
     ok = [s for s in samples if s is not None]
     audio_s = sum(s.samples for s in ok) / 24_000
-    lat = [s.latency_s for s in ok] or [float("nan")]
+    lat = [s.latency_s for s in ok]
     ttfa = [s.ttfa_s for s in ok if s.ttfa_s is not None]
     return RoundStats(
         system=system, round=index, requests=len(ok), errors=len(samples) - len(ok), wall_s=round(wall_s, 3),
         requests_per_s=round(len(ok) / wall_s, 4),
-        latency_p50_s=round(percentile(lat, 0.5), 4), latency_p95_s=round(percentile(lat, 0.95), 4),
-        ttfa_p50_s=round(percentile(ttfa, 0.5), 4) if ttfa else None,
-        ttfa_p95_s=round(percentile(ttfa, 0.95), 4) if ttfa else None,
+        latency_p50_s=percentile(lat, 50), latency_p95_s=percentile(lat, 95),
+        ttfa_p50_s=percentile(ttfa, 50), ttfa_p95_s=percentile(ttfa, 95),
         audio_s_per_request=round(audio_s / len(ok), 3) if ok else 0.0,
         audio_s_per_s=round(audio_s / wall_s, 3), foreign_cores=round(foreign, 3),
     )
@@ -395,7 +346,7 @@ def launch_all(args: argparse.Namespace, workdir: Path) -> dict[str, tuple[subpr
             procs[system] = (start(command, log, workdir, code_root), port)
         for system, (proc, port) in procs.items():
             probe = tcp_open(port) if system == "upstream" else http_ready(port)
-            took = wait_ready(proc, probe, workdir / f"{system}.log", args.startup_timeout_s)
+            took = wait_ready(proc, probe, args.startup_timeout_s, workdir / f"{system}.log", poll_s=0.5)
             print(f"{system}: ready on port {port} ({took:.1f} s after the check began)", flush=True)
     except BaseException:
         for proc, _ in procs.values():
@@ -416,8 +367,8 @@ async def measure(args: argparse.Namespace, procs: dict[str, tuple[subprocess.Po
             samples, wall = await closed_loop(system, port, args)
             stats = round_stats(system, index, samples, wall, meter.cores())
             rounds.append(stats)
-            print(f"round {index} {system:12s} {stats.requests_per_s:.3f} req/s  p50 {stats.latency_p50_s:.2f} s"
-                  f"  p95 {stats.latency_p95_s:.2f} s  ttfa p50 {stats.ttfa_p50_s} s  errors {stats.errors}"
+            print(f"round {index} {system:12s} {stats.requests_per_s:.3f} req/s  p50 {stats.latency_p50_s} s"
+                  f"  p95 {stats.latency_p95_s} s  ttfa p50 {stats.ttfa_p50_s} s  errors {stats.errors}"
                   f"  foreign cpu {stats.foreign_cores:.2f} cores", flush=True)
     return rounds
 
@@ -439,7 +390,7 @@ def table(summary: dict[str, Any], systems: list[str]) -> str:
 
 
 def goals(summary: dict[str, Any]) -> dict[str, Any]:
-    """#12: p50 latency <= upstream's and requests/s >= 1.0x, for the default (latency) policy."""
+    """p50 latency <= upstream's and requests/s >= 1.0x, for the default (latency) policy."""
     ratios = summary.get("ours-latency", {}).get("ratio_to_upstream_per_round", {})
     p50, rps = ratios.get("latency_p50_s", []), ratios.get("requests_per_s", [])
     return {"latency_p50_ratio_le_1": bool(p50) and max(p50) <= 1.0,
@@ -466,33 +417,33 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
             "load_after": [round(x, 2) for x in os.getloadavg()],
             "rounds": [asdict(r) for r in rounds], "clean_rounds": sorted(clean),
             "summary_over": "clean rounds" if clean else "all rounds (none clean)", "summary": summary,
-            "goals_12": goals(summary)}
+            "goals": goals(summary)}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command")
+    cli = parser(__doc__)
+    sub = cli.add_subparsers(dest="command")
     serve = sub.add_parser("serve-upstream", help="(internal) upstream's socket server on the tiny model")
     serve.add_argument("--port", type=int, required=True)
     for name in ("--ckpt", "--vocab", "--vocoder-dir"):
         serve.add_argument(name, required=True)
     serve.add_argument("--nfe-steps", type=int, default=32)
-    parser.add_argument("--clients", type=int, default=8)
-    parser.add_argument("--requests", type=int, default=3, help="requests per client per round")
-    parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--nfe-steps", type=int, default=32)
-    parser.add_argument("--systems", nargs="+", default=["upstream", *OURS], choices=["upstream", *OURS])
-    parser.add_argument("--tiny-cache-dir", default="")
-    parser.add_argument("--ours-root", default=str(ROOT),
+    cli.add_argument("--clients", type=int, default=8)
+    cli.add_argument("--requests", type=int, default=3, help="requests per client per round")
+    cli.add_argument("--rounds", type=int, default=2)
+    cli.add_argument("--nfe-steps", type=int, default=32)
+    cli.add_argument("--systems", nargs="+", default=["upstream", *OURS], choices=["upstream", *OURS])
+    cli.add_argument("--tiny-cache-dir", default="")
+    cli.add_argument("--ours-root", default=str(ROOT),
                         help="the tree our server runs from (e.g. a `git archive HEAD` snapshot while the shared "
                              "checkout is mid-change)")
-    parser.add_argument("--startup-timeout-s", type=float, default=300.0)
-    parser.add_argument("--max-load", type=float, default=1.5, help="wait while the 1-min load is above this")
-    parser.add_argument("--max-foreign", type=float, default=0.25,
+    cli.add_argument("--startup-timeout-s", type=float, default=300.0)
+    cli.add_argument("--max-load", type=float, default=1.5, help="wait while the 1-min load is above this")
+    cli.add_argument("--max-foreign", type=float, default=0.25,
                         help="a round counts as clean when other processes used at most this many cores")
-    parser.add_argument("--max-load-wait-s", type=float, default=180.0)
-    parser.add_argument("--out", default=str(ROOT / "out" / "bench_upstream.json"))
-    return parser.parse_args(argv)
+    cli.add_argument("--max-load-wait-s", type=float, default=180.0)
+    cli.add_argument("--out", default=str(ROOT / "out" / "bench_upstream.json"))
+    return cli.parse_args(argv)
 
 
 def main() -> int:
@@ -501,10 +452,9 @@ def main() -> int:
         serve_upstream(args)
         return 0
     report = bench(args)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2))
+    write_json(report, args.out)
     print(table(report["summary"], args.systems))
-    print(json.dumps(report["goals_12"]))
+    print(json.dumps(report["goals"]))
     print(f"JSON: {args.out}")
     return 0
 

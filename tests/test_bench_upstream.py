@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.upstream import free_port, start, stop, tcp_open, upstream_command, upstream_request, wait_ready
+from bench.common import free_port, stop, tcp_open, wait_ready
+from bench.upstream import start, upstream_command, upstream_request
 from engine.tiny import ensure_tiny_model
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -22,7 +23,7 @@ def test_upstream_server_answers_on_the_tiny_model(tmp_path: Path) -> None:
     command = upstream_command(ensure_tiny_model(tmp_path / "tiny"), port, nfe_steps=4)
     proc: subprocess.Popen[bytes] = start(command, tmp_path / "upstream.log", tmp_path, ROOT)
     try:
-        wait_ready(proc, tcp_open(port), tmp_path / "upstream.log", timeout_s=90)
+        wait_ready(proc, tcp_open(port), 90, tmp_path / "upstream.log")
         sample = asyncio.run(asyncio.wait_for(upstream_request(port, "Hello there, how are you?"), 60))
     finally:
         stop(proc)

@@ -1,4 +1,4 @@
-"""Reproduce #10's severe audio items against a server tree: a FLAC decompression bomb, a long FLAC, WAVs
+"""Reproduce the hostile-audio attacks against a server tree: a FLAC decompression bomb, a long FLAC, WAVs
 at 23 999 and 47 999 Hz, uploaded to ``POST /v1/voices`` while a synthesis request runs; then a restart
 with the bomb already stored. Prints seconds to answer, the server's peak RSS (it is killed at a cap, so
 an old tree cannot take the machine down) and the concurrent synthesis time.
@@ -15,7 +15,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -24,6 +23,7 @@ from pathlib import Path
 
 import soundfile as sf
 
+from bench.common import server_command
 from tests.test_untrusted_audio import constant_flac  # the test's bomb builder
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -57,8 +57,7 @@ class Watch:
 
 
 def start(tree: str, port: int, voices: Path, work: Path) -> tuple[subprocess.Popen[bytes], float, Watch]:
-    command = [sys.executable, "-m", "server", "--model", "tiny", "--device", "cpu", "--port", str(port),
-               "--host", "127.0.0.1", "--voices-dir", str(voices), "--no-warmup"]
+    command = server_command(port, "--device", "cpu", "--voices-dir", str(voices), "--no-warmup")
     started = time.perf_counter()
     with (work / "server.log").open("a") as log:
         proc = subprocess.Popen(command, cwd=tree, stdout=subprocess.DEVNULL, stderr=log,

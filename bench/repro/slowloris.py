@@ -1,4 +1,4 @@
-"""Reproduce #10's slowloris item against a server tree: N half-open connections (a header line every 2 s)
+"""Reproduce a slowloris attack against a server tree: N half-open connections (a header line every 2 s)
 on a server with a low fd limit; then time ``GET /healthz``, count the server's fds and its log volume.
 
     python -m bench.repro.slowloris --tree . --port 18802 --connections 1100 --fd-limit 1024
@@ -9,11 +9,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shlex
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
+
+from bench.common import server_command
 
 
 async def attacker(port: int, stop: asyncio.Event) -> None:
@@ -38,8 +40,8 @@ def healthz(port: int) -> tuple[str, float]:
 
 
 def start(tree: str, port: int, fd_limit: int, log: Path) -> subprocess.Popen[bytes]:
-    command = (f"ulimit -n {fd_limit}; exec {sys.executable} -m server --model tiny --no-warmup "
-               f"--host 127.0.0.1 --port {port} --voices-dir ''")
+    server = shlex.join(server_command(port, "--no-warmup", "--voices-dir", ""))
+    command = f"ulimit -n {fd_limit}; exec {server}"
     with log.open("w") as sink:
         return subprocess.Popen(["bash", "-c", command], cwd=tree, env={**os.environ, "PYTHONPATH": tree},
                                 stdout=sink, stderr=subprocess.STDOUT)
