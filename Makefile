@@ -9,7 +9,7 @@ PORT ?= 8000
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install tools serve test lint typecheck unit bench-engine clean
+.PHONY: install tools serve test quick lint typecheck unit bench-engine clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -46,6 +46,10 @@ unit: $(STAMP) tools
 	$(PY) -m pytest -q
 
 test: lint typecheck unit
+
+# The fast loop: everything but the tests marked slow (subprocesses, browsers, containers, load balancers).
+quick: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
 
 bench-engine: $(STAMP)
 	$(PY) -m bench.engine --model tiny

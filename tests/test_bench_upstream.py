@@ -14,10 +14,11 @@ from bench.common import free_port, stop, tcp_open, wait_ready
 from bench.upstream import start, upstream_command, upstream_request
 from engine.tiny import ensure_tiny_model
 
+pytestmark = pytest.mark.slow  # upstream's server runs in its own process
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.slow
 def test_upstream_server_answers_on_the_tiny_model(tmp_path: Path) -> None:
     port = free_port()
     command = upstream_command(ensure_tiny_model(tmp_path / "tiny"), port, nfe_steps=4)

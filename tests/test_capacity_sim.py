@@ -74,6 +74,7 @@ def test_1000_requests_per_second_is_fast() -> None:
     assert time.perf_counter() - started < 15
 
 
+@pytest.mark.slow
 def test_cli_json_has_one_run_per_target(tmp_path: Path) -> None:
     curve = tmp_path / "curve.json"
     curve.write_text(json.dumps({"1": 0.1, "16": 0.8}))

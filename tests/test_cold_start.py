@@ -34,7 +34,7 @@ FORBIDDEN = (
 
 SERVE_ONE = """
 import json, sys
-import server.__main__, server.core.app, server.runpod.main
+import server.__main__, server.app, server.runpod.main
 after_import = sorted(m for m in {forbidden!r} if m in sys.modules)
 from engine import Engine, EngineConfig, SynthesisItem
 from pathlib import Path
@@ -54,6 +54,7 @@ def run_python(code: str) -> str:
     return done.stdout
 
 
+@pytest.mark.slow
 def test_serving_process_imports_no_training_code(tiny_cache: Path) -> None:
     result = json.loads(run_python(SERVE_ONE.format(forbidden=FORBIDDEN, cache=str(tiny_cache))).splitlines()[-1])
     assert result["after_import"] == [], "imported by the server's modules"
@@ -63,6 +64,7 @@ def test_serving_process_imports_no_training_code(tiny_cache: Path) -> None:
     assert result["chinese"] == [" ", "ni2", " ", "hao3"] and result["pypinyin_loaded"]  # tone sandhi
 
 
+@pytest.mark.slow
 def test_f5_package_names_still_resolve() -> None:
     out = run_python(
         "import engine.f5 as f5, f5_tts.model as m, sys\n"
@@ -73,6 +75,7 @@ def test_f5_package_names_still_resolve() -> None:
     assert out.split() == ["True", "True", "False", "False", "True", "module", "True"]
 
 
+@pytest.mark.slow
 def test_process_age_counts_from_the_process_start() -> None:
     out = run_python("import time; time.sleep(0.5)\nfrom observability.startup import process_age\n"
                      "print(process_age())")
@@ -100,6 +103,7 @@ def test_startup_phases_are_exported_once_known() -> None:
     assert registry.get_sample_value("tts_startup_seconds", {"phase": "total"}) == 5.0
 
 
+@pytest.mark.slow
 async def test_spawned_server_total_matches_process_start_to_ready(tiny_cache: Path, tmp_path: Path) -> None:
     port = free_port()
     started = time.perf_counter()

@@ -12,6 +12,8 @@ from pathlib import Path
 import orjson
 import pytest
 
+pytestmark = pytest.mark.slow  # every test runs a tool, the start script or a fresh interpreter
+
 ROOT = Path(__file__).resolve().parent.parent
 START = ROOT / "deploy" / "runpod" / "start.sh"
 SETUP_VENV = ROOT / "deploy" / "runpod" / "setup_network_venv.py"

@@ -57,11 +57,13 @@ def yamllint(*paths: Path) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True)
 
 
+@pytest.mark.slow
 def test_yamllint_passes() -> None:
     proc = yamllint(K8S)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+@pytest.mark.slow
 def test_yamllint_rejects_a_duplicate_key(tmp_path: Path) -> None:
     broken = tmp_path / "broken.yaml"
     broken.write_text("kind: Service\nmetadata:\n  name: a\n  name: b\n")
@@ -97,12 +99,14 @@ def check_jsonschema(kind: str, obj: dict[str, Any], tmp_path: Path) -> subproce
                           capture_output=True, text=True)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", sorted(CRD_SCHEMAS))
 def test_custom_resources_match_vendored_crd_schemas(kind: str, gpu: list[dict[str, Any]], tmp_path: Path) -> None:
     proc = check_jsonschema(kind, by_kind(gpu, kind), tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("kind", "patch"), [
     ("ScaledObject", {"spec": {"triggers": []}}),                                  # minItems 1
     ("ScaledObject", {"spec": {"pollingInterval": "15s"}}),                        # an integer
@@ -129,6 +133,7 @@ def _by_key(objects: Any) -> dict[tuple[str, str], Any]:
     return {(obj["kind"], obj["metadata"]["name"]): obj for obj in objects}
 
 
+@pytest.mark.slow
 def test_renderer_matches_kubectl_kustomize(gpu: list[dict[str, Any]]) -> None:
     assert _by_key(gpu) == _by_key(yaml.safe_load_all(GOLDEN.read_text()))
     kubectl = shutil.which("kubectl")

@@ -144,6 +144,7 @@ def test_missing_files_and_unknown_model(tmp_path: Path, tiny_cache: Path) -> No
         Engine.load(EngineConfig(model="tiny", device="gpu0", tiny_cache_dir=tiny_cache))
 
 
+@pytest.mark.slow
 def test_offline_hub_is_a_clear_error(tmp_path: Path) -> None:
     """With HF_HUB_OFFLINE and an empty cache, loading the released model says exactly that."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path)}

@@ -84,12 +84,14 @@ async def test_fixed_metric_names_are_exported(busy: LiveServer) -> None:
         assert name in names or name + "_bucket" in names, name
 
 
+@pytest.mark.slow
 async def test_promtool_accepts_the_live_scrape(busy: LiveServer) -> None:
     proc = subprocess.run([promtool(), "check", "metrics"], input=await scrape(busy), capture_output=True,
                           text=True, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+@pytest.mark.slow
 def test_promtool_checks_and_unit_tests_the_rules() -> None:
     check = subprocess.run([promtool(), "check", "rules", str(RULES)], capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr

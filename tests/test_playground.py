@@ -95,6 +95,7 @@ async def open_tab() -> AsyncIterator[OpenTab]:
             await browser.close()
 
 
+@pytest.mark.slow
 async def test_page_loads_and_speak_streams(live_en: LiveServer, open_tab: OpenTab) -> None:
     tab = await open_tab(live_en)
     await tab.wait_for("window.playground.voices.includes('en')")
@@ -122,6 +123,7 @@ async def test_page_loads_and_speak_streams(live_en: LiveServer, open_tab: OpenT
     assert tab.console_errors == [] and tab.foreign_requests == []
 
 
+@pytest.mark.slow
 async def test_voice_uploaded_through_the_form(live: LiveServer, open_tab: OpenTab, tmp_path: Path) -> None:
     samples, rate = english_clip(1.0)
     clip = tmp_path / "me.wav"
@@ -140,6 +142,7 @@ async def test_voice_uploaded_through_the_form(live: LiveServer, open_tab: OpenT
     assert tab.console_errors == []
 
 
+@pytest.mark.slow
 async def test_voice_recorded_from_the_microphone(live: LiveServer, open_tab: OpenTab) -> None:
     tab = await open_tab(live)
     await tab.page.fill("#voice-id", "mic")
@@ -157,6 +160,7 @@ async def test_voice_recorded_from_the_microphone(live: LiveServer, open_tab: Op
     assert tab.console_errors == []
 
 
+@pytest.mark.slow
 async def test_cancel_stops_playback_and_the_socket_stays_usable(live_en: LiveServer, open_tab: OpenTab) -> None:
     tab = await open_tab(live_en)
     await tab.wait_for("window.playground.voices.includes('en')")
@@ -176,6 +180,7 @@ async def test_cancel_stops_playback_and_the_socket_stays_usable(live_en: LiveSe
     assert tab.console_errors == []
 
 
+@pytest.mark.slow
 async def test_type_as_you_go(live_en: LiveServer, open_tab: OpenTab) -> None:
     tab = await open_tab(live_en)
     await tab.wait_for("window.playground.voices.includes('en')")
@@ -197,6 +202,7 @@ async def test_type_as_you_go(live_en: LiveServer, open_tab: OpenTab) -> None:
     assert tab.console_errors == []
 
 
+@pytest.mark.slow
 async def test_api_key(start_server: Callable[..., Awaitable[LiveServer]], test_settings: Settings,
                        open_tab: OpenTab) -> None:
     live = await start_server(dataclasses.replace(test_settings, api_key="s3cret"))
@@ -253,5 +259,5 @@ async def test_status_needs_the_key_and_the_page_does_not(start_server: Callable
             assert (await response.json())["error"]["code"] == "unauthorized"
         async with session.get(live.url("/v1/status"), headers={"Authorization": "Bearer s3cret"}) as response:
             assert response.status == 200
-        async with session.get(live.url("/playground/../core/app.py")) as response:
+        async with session.get(live.url("/playground/../../app.py")) as response:
             assert response.status in (403, 404)

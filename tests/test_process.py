@@ -18,6 +18,8 @@ import pytest
 from f5tts_client import TTSClient
 from tests.conftest import free_port
 
+pytestmark = pytest.mark.slow  # every test starts a server process
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -123,7 +125,6 @@ def test_startup_failure_is_one_clear_line_and_exit_1(tiny_cache: Path, tmp_path
     assert "Traceback" not in proc.stderr
 
 
-@pytest.mark.slow
 def test_taken_port_fails_before_the_model_loads(tiny_cache: Path, tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -136,7 +137,6 @@ def test_taken_port_fails_before_the_model_loads(tiny_cache: Path, tmp_path: Pat
     assert "loading model" not in proc.stderr and "Traceback" not in proc.stderr
 
 
-@pytest.mark.slow
 def test_sigterm_during_startup_stops_cleanly(tiny_cache: Path, tmp_path: Path) -> None:
     log = tmp_path / "server.log"
     with log.open("w") as out:

@@ -41,6 +41,7 @@ def run_test_input(tiny_cache: Path, tmp_path: Path, job_input: dict[str, Any], 
     return proc.returncode, proc.stdout + proc.stderr
 
 
+@pytest.mark.slow
 def test_test_input_mode_returns_real_audio(tiny_cache: Path, tmp_path: Path) -> None:
     code, output = run_test_input(tiny_cache, tmp_path, {"text": "Hello from a serverless job.", "seed": 5})
     assert code == 0, output[-3000:]
@@ -51,12 +52,14 @@ def test_test_input_mode_returns_real_audio(tiny_cache: Path, tmp_path: Path) ->
     assert summary["seed"] == 5 and summary["sample_rate"] == 24_000
 
 
+@pytest.mark.slow
 def test_test_input_mode_bad_input_fails_clearly(tiny_cache: Path, tmp_path: Path) -> None:
     code, output = run_test_input(tiny_cache, tmp_path, {"text": "Hi.", "voice": "nobody"})
     assert code == 1
     assert "unknown_voice: no voice 'nobody'" in output
 
 
+@pytest.mark.slow
 def test_load_failure_exits_1_with_the_cause(tiny_cache: Path, tmp_path: Path) -> None:
     code, output = run_test_input(tiny_cache, tmp_path, {"text": "Hi."}, TTS_CKPT_FILE="/nonexistent/x.pt")
     assert code == 1
@@ -99,6 +102,7 @@ def audio_samples(output: list[dict[str, Any]]) -> int:
     return sum(len(base64.b64decode(item["audio_b64"])) // 2 for item in output if "audio_b64" in item)
 
 
+@pytest.mark.slow
 async def test_serve_api_runsync_concurrent_runs_and_errors(api_worker: tuple[str, Path]) -> None:
     base, log = api_worker
     await wait_api(base)
