@@ -9,7 +9,7 @@ import sys
 from engine import EngineError
 from observability.logs import configure_logging
 from observability.startup import CLOCK
-from server.core.app import serve
+from server.app import serve
 from server.core.settings import load_settings
 
 log = logging.getLogger("server")

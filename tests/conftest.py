@@ -16,7 +16,7 @@ from aiohttp.test_utils import TestServer
 from prometheus_client import CollectorRegistry
 
 from engine import Engine, EngineConfig, Voice
-from server.core.app import create_app
+from server.app import create_app
 from server.core.settings import Settings
 from server.core.state import STATE, AppState
 from tests.audio import EN_TRANSCRIPT, ZH_TRANSCRIPT, chinese_clip, encode, english_clip

@@ -18,8 +18,8 @@ import pytest
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from server.core import app as app_module
-from server.core.app import create_app, serve, start_site
+from server import app as app_module
+from server.app import create_app, serve, start_site
 from server.core.settings import Settings
 from server.core.state import STATE
 from tests.conftest import LiveServer, free_port, wait_until

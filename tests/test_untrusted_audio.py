@@ -175,7 +175,7 @@ async def test_decoding_runs_off_the_model_thread(live: LiveServer, monkeypatch:
 def fuzz_server(tiny_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     from aiohttp import web
 
-    from server.core.app import create_app
+    from server.app import create_app
     # Quotas out of the way: a refused-for-quota 507 is not what this test looks for.
     fuzz_settings = Settings(model="tiny", device="cpu", tiny_cache_dir=str(tiny_cache), warmup=False,
                              voices_dir=str(tmp_path_factory.mktemp("fuzz-voices")), host="127.0.0.1",

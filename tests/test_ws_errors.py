@@ -15,7 +15,7 @@ import pytest
 from engine import SynthesisItem
 from engine.step_adapter import EngineStepModel
 from f5tts_client import StreamError, TTSClient
-from server.core.app import drain
+from server.app import drain
 from server.ws.protocol import ERROR_CODES
 from tests.conftest import LiveServer, upload_voice, wait_until
 from tests.fakes import Gate

@@ -1,4 +1,5 @@
-"""The aiohttp application: load and warm the model before the port opens, serve, drain on SIGTERM."""
+"""The aiohttp application, the composition root (core plus the HTTP and WebSocket front ends): load and
+warm the model before the port opens, serve, drain on SIGTERM."""
 
 from __future__ import annotations
 
@@ -14,12 +15,12 @@ from aiohttp import WSCloseCode, web
 from prometheus_client import CollectorRegistry
 
 from observability import Metrics
-from server.core.auth import auth_middleware
 from server.core.boot import prepare
 from server.core.guard import GuardedSite, bind, fd_budget
 from server.core.service import Service
 from server.core.settings import Settings
 from server.core.state import STATE, AppState
+from server.http.auth import auth_middleware
 from server.http.catalog import routes as catalog_routes
 from server.http.health import health_app
 from server.http.middleware import body_deadline, cors, json_errors, quiet_parser_errors
