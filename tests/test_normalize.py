@@ -155,17 +155,17 @@ def test_each_rule_can_be_switched_off() -> None:
     assert normalize(everything, "en", NormalizeOptions.disabled()) == everything
 
 
-def test_spans_map_output_back_to_input() -> None:
+def test_spans_map_spoken_text_back_to_the_given_text() -> None:
     result = normalize_spans("Pay $3.50 by 10:30, ok?", "en")
-    assert result.text == "Pay three dollars and fifty cents by ten thirty, ok?"
-    start = result.text.index("fifty")
-    assert result.source_span(start, start + 5) == (4, 9)  # inside a rewritten token: the whole token
-    start = result.text.index("ok")
-    assert result.source_span(start, start + 2) == (20, 22)  # verbatim text maps one to one
-    assert result.source_span(0, len(result.text)) == (0, len(result.source))
-    pieces = result.pieces
-    assert all(a.end == b.start for a, b in itertools.pairwise(pieces))
-    assert all(a.source_end <= b.source_start for a, b in itertools.pairwise(pieces))
+    assert result.spoken == "Pay three dollars and fifty cents by ten thirty, ok?"
+    start = result.spoken.index("fifty")
+    assert result.text_span(start, start + 5) == (4, 9)  # inside a rewritten token: the whole token
+    start = result.spoken.index("ok")
+    assert result.text_span(start, start + 2) == (20, 22)  # verbatim text maps one to one
+    assert result.text_span(0, len(result.spoken)) == (0, len(result.text))
+    spans = result.spans
+    assert all(a.spoken_end == b.spoken_start for a, b in itertools.pairwise(spans))
+    assert all(a.text_end <= b.text_start for a, b in itertools.pairwise(spans))
 
 
 def test_glued_tokens_get_spaces() -> None:

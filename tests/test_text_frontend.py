@@ -20,7 +20,7 @@ import pytest
 from engine import SynthesisItem
 from f5tts_client import StreamError, StreamResult, TTSClient
 from f5tts_client.cli import run as run_cli
-from server.core.textfront import MAX_BREAK_S, Silence, TextFront
+from server.core.pieces import MAX_BREAK_S, Chunk, PieceMaker, Silence
 from tests.conftest import LiveServer
 
 NFE = 2
@@ -182,7 +182,7 @@ async def test_sse_carries_marks(live_en: LiveServer) -> None:
 
 
 def test_breaks_of_one_stream_are_capped() -> None:
-    front = TextFront()
+    front = PieceMaker()
     pieces = front.plain("a" + " [pause 10s] b" * 8, lambda rate: 200)
     silences = [p.seconds for p in pieces if isinstance(p, Silence)]
     assert max(silences) <= MAX_BREAK_S and sum(silences) == 60.0
@@ -191,12 +191,11 @@ def test_breaks_of_one_stream_are_capped() -> None:
 def test_first_chunk_keeps_its_short_budget_after_normalising() -> None:
     """Numbers read out grow a sentence threefold; the first chunk (time to first audio) is cut again to the
     first-chunk budget, at a sentence boundary, after normalising."""
-    from server.core.textfront import Chunk, TextFront
     from text.chunking import FIRST_CHUNK_BYTES
 
     text = "Hello there. It costs $3.50 at 10:30 on 2026-11-29."
     assert len(text.encode()) <= FIRST_CHUNK_BYTES  # as given it is one first chunk
-    first = TextFront().plain(text, lambda _rate: 300, first=True)
-    later = TextFront().plain(text, lambda _rate: 300)
+    first = PieceMaker().plain(text, lambda _rate: 300, first=True)
+    later = PieceMaker().plain(text, lambda _rate: 300)
     assert next(p.spoken for p in first if isinstance(p, Chunk)) == "Hello there."
     assert len(later) == 1 and "three dollars and fifty cents" in later[0].spoken  # type: ignore[union-attr]

@@ -11,8 +11,8 @@ import pytest
 from engine import SynthesisItem
 from f5tts_client import StreamError, TTSClient
 from server.core.audio import CROSS_FADE_S, CrossFader, to_pcm16
+from server.core.feed import TextFeed
 from server.core.settings import Settings
-from server.core.textfeed import TextFeed
 from tests.conftest import LiveServer, upload_voice, wait_until
 
 LONG_TEXT = ("Hello there. This is a longer paragraph for the streaming test, with several sentences. "

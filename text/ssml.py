@@ -58,8 +58,8 @@ class SSMLError(InvalidTextError, ValueError):
 
 @dataclass(frozen=True)
 class Speech:
-    text: str  # what to synthesise: normalised, say-as and sub already spoken
-    original: str  # the same stretch as written in the request, for marks and captions
+    spoken: str  # what to synthesise: normalised, say-as and sub already spoken
+    text: str  # the same stretch as given in the request, for marks and captions
     rate: float = 1.0  # multiplies the request's speed (prosody rate)
 
 
@@ -122,7 +122,7 @@ class _Builder:
     max_break_s: float
     warnings: list[str] = field(default_factory=list)
     segments: list[Segment] = field(default_factory=list)
-    # pieces of the open speech segment: (text, original, already spoken?)
+    # pieces of the open speech segment: (what to say, text as given, already spoken form?)
     pieces: list[tuple[str, str, bool]] = field(default_factory=list)
     rate: float = 1.0
 
@@ -130,13 +130,15 @@ class _Builder:
         if message not in self.warnings:
             self.warnings.append(message)
 
-    def speak(self, text: str, original: str, rate: float, spoken: bool = False) -> None:
+    def speak(self, say: str, text: str, rate: float, spoken: bool = False) -> None:
+        """``say`` is normalised when the segment closes, unless it is already ``spoken`` form (say-as,
+        sub); ``text`` is the same stretch as given."""
         if rate != self.rate and self.pieces:
             self.close()
         self.rate = rate
         if spoken and self.lang != "zh":  # keep spoken words apart from their neighbours: "x<sub>..</sub>y"
-            text = f" {text} "
-        self.pieces.append((_SPACE.sub(" ", text), _SPACE.sub(" ", original), spoken))
+            say = f" {say} "
+        self.pieces.append((_SPACE.sub(" ", say), _SPACE.sub(" ", text), spoken))
 
     def end_sentence(self) -> None:
         if self.pieces and not _STOP.search("".join(p[0] for p in self.pieces).rstrip()):
@@ -157,13 +159,13 @@ class _Builder:
 
     def close(self) -> None:
         """Merge the open pieces into one Speech; plain pieces are normalised here, one by one."""
-        text = "".join(t if spoken else normalize(t, self.lang, self.options) for t, _, spoken in self.pieces)
-        original = "".join(o for _, o, _ in self.pieces)
+        spoken = "".join(s if ready else normalize(s, self.lang, self.options) for s, _, ready in self.pieces)
+        text = "".join(t for _, t, _ in self.pieces)
         self.pieces = []
-        text = _BEFORE_PUNCT.sub(r"\1", _SPACE.sub(" ", text)).strip()
-        original = _SPACE.sub(" ", original).strip()
-        if text:
-            self.segments.append(Speech(text, original, self.rate))
+        spoken = _BEFORE_PUNCT.sub(r"\1", _SPACE.sub(" ", spoken)).strip()
+        text = _SPACE.sub(" ", text).strip()
+        if spoken:
+            self.segments.append(Speech(spoken, text, self.rate))
 
 
 def _local(tag: object) -> str:
@@ -188,8 +190,8 @@ def _element(elem: ET.Element, out: _Builder, rate: float, depth: int) -> None:
     elif name == "say-as":
         _say_as(elem, out, rate)
     elif name == "sub":
-        original = "".join(elem.itertext())
-        out.speak(elem.get("alias", original), original, rate, spoken=True)
+        text = "".join(elem.itertext())
+        out.speak(elem.get("alias", text), text, rate, spoken=True)
     else:
         if name == "prosody":
             rate = _prosody(elem, out, rate)

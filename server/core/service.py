@@ -16,10 +16,10 @@ from server.core.aliases import VoiceAliases
 from server.core.boot import Runtime
 from server.core.errors import OUTCOME_FAULT, ServiceError, classify
 from server.core.events import Sink
+from server.core.feed import TextFeed
+from server.core.pieces import PieceMaker, chunk_speed, is_ssml
 from server.core.settings import Settings
 from server.core.stream import Stream
-from server.core.textfeed import TextFeed
-from server.core.textfront import TextFront, chunk_speed, is_ssml
 from text.ssml import SSMLError
 
 log = logging.getLogger(__name__)
@@ -137,7 +137,8 @@ class Service:
         if len(request.lang) > 16:
             raise ServiceError("bad_request", "lang must be a language code like 'en' or 'zh'", param="lang")
         engine = self.runtime.engine
-        front = TextFront(normalize=request.normalize, lang=request.lang)
+        front = PieceMaker(normalize=request.normalize, lang=request.lang,
+                           max_spoken_chars=self.settings.spoken_chars_limit)
         try:
             return TextFeed.open(request.text, request.final,
                                  lambda rate: engine.chunk_limit(voice, chunk_speed(params.speed, rate)), front)

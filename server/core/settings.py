@@ -81,6 +81,8 @@ class Settings:
                                       "chunks, seconds", default=1.0)
     # limits
     max_text_chars: int = _opt("characters per synthesize request (and per stream in total)", default=5000)
+    max_spoken_chars: int = _opt("characters per request (and per stream in total) once numbers, dates and symbols "
+                                 "are written out; 0 = three times --max-text-chars", default=0)
     max_append_chars: int = _opt("characters per append message", default=1000)
     max_streams_per_socket: int = _opt("ids open at once on one WebSocket", default=8)
     max_sockets: int = _opt("open WebSockets", default=256)
@@ -100,6 +102,12 @@ class Settings:
                                    default=3.0)
     log_format: str = _opt("text or json", default="text")
     log_level: str = _opt("debug, info, warning, error", default="info")
+
+    @property
+    def spoken_chars_limit(self) -> int:
+        """--max-spoken-chars, or its default: three times --max-text-chars, which text of words stays
+        under (words are spoken as given; abbreviations said in full at most double)."""
+        return self.max_spoken_chars or 3 * self.max_text_chars
 
     def engine_config(self) -> EngineConfig:
         return EngineConfig(
@@ -200,6 +208,8 @@ def _validate(settings: Settings, parser: argparse.ArgumentParser) -> None:
             parser.error(f"--{name.replace('_', '-')} must be one of {', '.join(allowed)}")
     if settings.admission_ttfa_s <= 0 or settings.later_chunk_slack_s < 0:
         parser.error("--admission-ttfa-s must be positive and --later-chunk-slack-s not negative")
+    if settings.max_spoken_chars < 0:
+        parser.error("--max-spoken-chars must not be negative (0: three times --max-text-chars)")
     if settings.voices_sync_s <= 0:
         parser.error("--voices-sync-s must be positive")
     if settings.log_format not in ("text", "json"):

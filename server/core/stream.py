@@ -5,7 +5,7 @@ at most one ahead of the chunk being streamed, and only once the previous chunk 
 stream's own next chunk never competes with its first one for a batch); the consumer awaits results in
 order and sends them.
 
-Text reaches the stream as pieces (``server.core.textfront``): a chunk of speech goes to the batcher; a
+Text reaches the stream as pieces (``server.core.pieces``): a chunk of speech goes to the batcher; a
 silence never does: the consumer writes its zeros between the chunks around it, without a cross-fade.
 With marks on, each stretch of the stream (a chunk or a silence) is announced before its first sample.
 """
@@ -27,8 +27,8 @@ from observability import Metrics
 from server.core.audio import CROSS_FADE_S, CrossFader, to_pcm16
 from server.core.errors import classify
 from server.core.events import AudioChunk, ChunkMarks, Event, Sink, StreamEnd, StreamFailed
-from server.core.textfeed import TextFeed
-from server.core.textfront import Chunk, Piece, Silence, chunk_speed
+from server.core.feed import TextFeed
+from server.core.pieces import Chunk, Piece, Silence, chunk_speed
 from text.marks import estimate_word_times
 
 if TYPE_CHECKING:

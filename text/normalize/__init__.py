@@ -6,8 +6,8 @@ untouched (a property test holds us to that). English and Chinese have rules; an
 passes through unchanged, because reading French numbers with English rules is worse than not at all.
 
 The rules of a language are regexes tried in one left-to-right pass (one alternation, earlier rules
-win at a position), so a rewritten token is never rewritten again and every output stretch knows the
-input stretch it came from: ``normalize_spans`` returns that alignment for word marks.
+win at a position), so a rewritten token is never rewritten again and every stretch of the spoken text
+knows the stretch of the given text it came from: ``normalize_spans`` returns that alignment.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from functools import lru_cache
 from text.normalize import chinese, english
 from text.normalize.rules import Rule, SayAs
 
-__all__ = ["SUPPORTED_LANGUAGES", "NormalizeOptions", "Normalized", "Piece", "detect_language", "normalize",
+__all__ = ["SUPPORTED_LANGUAGES", "NormalizeOptions", "Normalized", "Span", "detect_language", "normalize",
            "normalize_spans", "resolve_language", "say_as"]
 
 SUPPORTED_LANGUAGES = ("en", "zh")
@@ -48,35 +48,37 @@ class NormalizeOptions:
 
 
 @dataclass(frozen=True)
-class Piece:
-    """One stretch of the output and the input stretch it speaks (half-open character offsets).
-    ``rule`` is None where the input was copied verbatim, so offsets map one to one inside it."""
+class Span:
+    """One stretch of the spoken text and the stretch of the given text it speaks (half-open character
+    offsets). ``rule`` is None where the text was copied verbatim, so offsets map one to one inside it."""
 
-    source_start: int
-    source_end: int
-    start: int
-    end: int
+    text_start: int
+    text_end: int
+    spoken_start: int
+    spoken_end: int
     rule: str | None
 
 
 @dataclass(frozen=True)
 class Normalized:
+    spoken: str
+    """What is said: numbers, symbols... written out."""
     text: str
-    source: str
-    pieces: tuple[Piece, ...]
+    """The text as given."""
+    spans: tuple[Span, ...]
 
-    def source_span(self, start: int, end: int) -> tuple[int, int]:
-        """The input stretch that output ``text[start:end]`` speaks. A position inside a rewritten
+    def text_span(self, start: int, end: int) -> tuple[int, int]:
+        """The stretch of the given text that ``spoken[start:end]`` speaks. A position inside a rewritten
         token maps to the whole token (its words cannot be split back)."""
-        lo, hi = len(self.source), 0
-        for piece in self.pieces:
-            if piece.end <= start or piece.start >= end:
+        lo, hi = len(self.text), 0
+        for span in self.spans:
+            if span.spoken_end <= start or span.spoken_start >= end:
                 continue
-            if piece.rule is None:
-                lo = min(lo, piece.source_start + max(start - piece.start, 0))
-                hi = max(hi, piece.source_start + min(end, piece.end) - piece.start)
+            if span.rule is None:
+                lo = min(lo, span.text_start + max(start - span.spoken_start, 0))
+                hi = max(hi, span.text_start + min(end, span.spoken_end) - span.spoken_start)
             else:
-                lo, hi = min(lo, piece.source_start), max(hi, piece.source_end)
+                lo, hi = min(lo, span.text_start), max(hi, span.text_end)
         return (lo, hi) if lo <= hi else (start, start)
 
 
@@ -124,21 +126,21 @@ def _needs_space(left: str, right: str) -> bool:
 
 
 def normalize_spans(text: str, lang: str = "auto", options: NormalizeOptions | None = None) -> Normalized:
-    """``normalize`` plus the alignment of every output stretch to the input stretch it speaks."""
+    """``normalize`` plus the alignment of every stretch of the spoken text to the given text it speaks."""
     code = resolve_language(text, lang)
     if code not in _RULES:
-        return Normalized(text, text, (Piece(0, len(text), 0, len(text), None),) if text else ())
+        return Normalized(text, text, (Span(0, len(text), 0, len(text), None),) if text else ())
     combined, rules = _compiled(code, options or NormalizeOptions())
     out: list[str] = []
-    pieces: list[Piece] = []
+    spans: list[Span] = []
     length = 0
 
-    def emit(chunk: str, src_start: int, src_end: int, rule: str | None) -> None:
+    def emit(chunk: str, text_start: int, text_end: int, rule: str | None) -> None:
         nonlocal length
-        if not chunk and src_start == src_end:
+        if not chunk and text_start == text_end:
             return
         out.append(chunk)
-        pieces.append(Piece(src_start, src_end, length, length + len(chunk), rule))
+        spans.append(Span(text_start, text_end, length, length + len(chunk), rule))
         length += len(chunk)
 
     cursor = 0
@@ -154,13 +156,13 @@ def normalize_spans(text: str, lang: str = "auto", options: NormalizeOptions | N
             emit(" ", match.end(), match.end(), rule.option)
         cursor = match.end()
     emit(text[cursor:], cursor, len(text), None)
-    return Normalized("".join(out), text, tuple(pieces))
+    return Normalized("".join(out), text, tuple(spans))
 
 
 def normalize(text: str, lang: str = "auto", options: NormalizeOptions | None = None) -> str:
     """``text`` with numbers, dates, times, currency, units, abbreviations, URLs and e-mail addresses
     written out in words of ``lang`` ('auto' detects English or Chinese by script)."""
-    return normalize_spans(text, lang, options).text
+    return normalize_spans(text, lang, options).spoken
 
 
 _SAY_AS: dict[str, dict[str, SayAs]] = {"en": english.SAY_AS, "zh": chinese.SAY_AS}

@@ -23,18 +23,20 @@ ADDRESS_SYMBOLS = {".": "点", "/": "斜杠", "-": "杠", "_": "下划线", ":":
 
 
 def digits(text: str) -> str:
-    return "".join(DIGITS[int(c)] for c in text if c.isdigit())
+    return "".join(DIGITS[int(c)] for c in text if c.isdecimal())
 
 
 def number(text: str) -> str:
     """'-1,234.5' -> '负一千二百三十四点五'. Leading zeros and numbers of 11+ digits (telephone,
     account numbers) are read digit by digit."""
     text = text.replace(",", "")
-    whole = text.lstrip("-").partition(".")[0]
+    sign = "负" if text.startswith("-") else ""
+    whole, point, fraction = text.lstrip("-").partition(".")
+    # The fraction is read digit by digit here, as cn2an would, but whole: cn2an keeps only 16 digits.
+    tail = "点" + digits(fraction) if point else ""
     if len(whole) >= 11 or (len(whole) > 1 and whole.startswith("0")):
-        return ("负" if text.startswith("-") else "") + digits(whole) + (
-            "点" + digits(text.partition(".")[2]) if "." in text else "")
-    return str(cn2an.an2cn(text))
+        return sign + digits(whole) + tail
+    return sign + str(cn2an.an2cn(whole)) + tail
 
 
 @rule("emails", EMAIL)
@@ -104,7 +106,7 @@ RULES: tuple[Rule, ...] = (_email, _url, _numeric_date, _year, _time, _money, _p
 
 
 def characters(text: str, fmt: str | None = None) -> str:
-    return " ".join(DIGITS[int(c)] if c.isdigit() else c for c in text if not c.isspace())
+    return " ".join(DIGITS[int(c)] if c.isdecimal() else c for c in text if not c.isspace())
 
 
 def telephone(text: str, fmt: str | None = None) -> str:
@@ -116,21 +118,21 @@ def telephone(text: str, fmt: str | None = None) -> str:
 
 
 def say_date(text: str, fmt: str | None = None) -> str:
-    fields = re.findall(r"\d+", text)
-    order = fmt or "ymd"
-    if len(fields) != len(order) or not set(order) <= set("ymd"):
-        raise ValueError(f"date {text!r} does not match format {order!r}")
-    parts = dict(zip(order, fields, strict=True))
+    parts = english.date_fields(text, re.findall(r"\d+", text), fmt or "ymd")
     if "m" not in parts:
         return digits(parts["y"]) + "年"
     return date(parts.get("y"), parts["m"], parts.get("d"))
 
 
 def say_cardinal(text: str, fmt: str | None = None) -> str:
+    if not re.fullmatch(_NUM, text):
+        raise ValueError(f"not a number: {text!r}")
     return number(text)
 
 
 def say_ordinal(text: str, fmt: str | None = None) -> str:
+    if not re.fullmatch(r"\d{1,3}(?:,\d{3})+|\d+", text):
+        raise ValueError(f"not a whole number: {text!r}")
     return "第" + number(text)
 
 

@@ -41,10 +41,22 @@ ADDRESS_SYMBOLS = {".": "dot", "/": "slash", "-": "dash", "_": "underscore", ":"
                    "=": "equals", "&": "and", "#": "hash", "@": "at", "%": "percent", "~": "tilde", "+": "plus"}
 
 
+ORDINAL_DIGITS = ["zeroth", "first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth"]
+SAID_DIGITS = 15
+"""Past a quadrillion nobody says the number: longer ones are read digit by digit. Checked on the digit
+string before any ``int()``, which refuses strings of more than 4 300 digits."""
+
+
+def _too_long(digits: str) -> bool:
+    return len(digits.lstrip("-").lstrip("0")) > SAID_DIGITS
+
+
+def _one_by_one(digits: str) -> str:
+    return " ".join(DIGITS[int(d)] for d in digits.lstrip("-"))
+
+
 def integer(digits: str) -> str:
-    value = int(digits)
-    # Past a quadrillion nobody says the number; read the digits.
-    return str(num2words(value)) if abs(value) < 10**15 else " ".join(DIGITS[int(d)] for d in digits.lstrip("-"))
+    return _one_by_one(digits) if _too_long(digits) else str(num2words(int(digits)))
 
 
 def cardinal(number: str) -> str:
@@ -59,7 +71,10 @@ def cardinal(number: str) -> str:
 
 
 def ordinal(number: str) -> str:
-    return str(num2words(int(number.replace(",", "")), to="ordinal"))
+    digits = number.replace(",", "")
+    if _too_long(digits):  # "nine nine ... ninth"
+        return " ".join([*(DIGITS[int(d)] for d in digits[:-1]), ORDINAL_DIGITS[int(digits[-1])]])
+    return str(num2words(int(digits), to="ordinal"))
 
 
 def year(number: str) -> str:
@@ -148,7 +163,8 @@ def _money(match: re.Match[str]) -> str:
     whole, _, fraction = amount.replace(",", "").partition(".")
     if scale or not cent or len(fraction) != 2:  # $1.5 million, ¥100, $3.999: say the number, then unit
         return f"{sign}{cardinal(amount)}{' ' + scale if scale else ''} {many if scale or amount != '1' else one}"
-    parts = [f"{integer(whole)} {one if whole == '1' else many}"] if int(whole) or not int(fraction) else []
+    # (no int() of ``whole``: it may be thousands of digits long)
+    parts = [f"{integer(whole)} {one if whole == '1' else many}"] if whole.strip("0") or not int(fraction) else []
     if int(fraction):
         parts.append(f"{integer(fraction)} {cent if fraction == '01' else cents}")
     return sign + " and ".join(parts)
@@ -224,7 +240,7 @@ RULES: tuple[Rule, ...] = (_email, _url, _numeric_date, _named_date, _time, _hou
 
 
 def characters(text: str, fmt: str | None = None) -> str:
-    return " ".join(DIGITS[int(c)] if c.isdigit() else c for c in text if not c.isspace())
+    return " ".join(DIGITS[int(c)] if c.isdecimal() else c for c in text if not c.isspace())
 
 
 def telephone(text: str, fmt: str | None = None) -> str:
@@ -242,19 +258,36 @@ def say_date(text: str, fmt: str | None = None) -> str:
     four-digit last field, mdy)."""
     fields = re.findall(r"\d+", text)
     order = fmt or ("ymd" if fields and len(fields[0]) == 4 else "mdy")
-    if len(fields) != len(order) or not set(order) <= set("ymd"):
-        raise ValueError(f"date {text!r} does not match format {order!r}")
-    parts = dict(zip(order, fields, strict=True))
+    parts = date_fields(text, fields, order)
     if "m" not in parts:
         return year(parts["y"])
     return date(parts.get("y"), parts["m"], parts.get("d"))
 
 
+def date_fields(text: str, fields: list[str], order: str) -> dict[str, str]:
+    """``fields`` named by ``order`` (SSML's ymd, mdy, ...); ValueError unless they fit: a year of at most
+    four digits, a month and a day of at most two."""
+    if len(fields) != len(order) or not set(order) <= set("ymd"):
+        raise ValueError(f"date {text!r} does not match format {order!r}")
+    parts = dict(zip(order, fields, strict=True))
+    if any(len(value) > (4 if name == "y" else 2) for name, value in parts.items()):
+        raise ValueError(f"date {text!r} has a field too long for a year, month or day")
+    return parts
+
+
+_CARDINAL = re.compile(_NUM)
+_ORDINAL = re.compile(r"\d{1,3}(?:,\d{3})+|\d+")
+
+
 def say_cardinal(text: str, fmt: str | None = None) -> str:
+    if not _CARDINAL.fullmatch(text):
+        raise ValueError(f"not a number: {text!r}")
     return cardinal(text)
 
 
 def say_ordinal(text: str, fmt: str | None = None) -> str:
+    if not _ORDINAL.fullmatch(text):
+        raise ValueError(f"not a whole number: {text!r}")
     return ordinal(text)
 
 

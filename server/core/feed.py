@@ -1,15 +1,14 @@
-"""The text of one stream, handed out chunk by chunk as it becomes speakable.
+"""The text of one stream as it arrives, handed out as pieces (``server.core.pieces``) to voice.
 
-A complete request (``final: true``) is all available at once. An incremental one grows with
-``append``; text becomes available at each sentence boundary, on ``flush``, and on ``end``. Chunks are
-cut when the synthesiser asks for the next one, from everything complete by then, so a fast text
-source gets few long chunks and a slow one gets audio after its first sentence.
+A complete request (``final: true``) has all its text at once: it is cut into chunks and made into
+pieces when the stream opens, so a text that normalises past the spoken budget, or an SSML document
+that does not parse, is refused before any audio. An incremental one grows with ``append``; text
+becomes available at each sentence boundary, on ``flush``, and on ``end``, and is cut and made into
+pieces when the synthesiser asks for the next one, from everything complete by then: a fast text source
+gets few long chunks and a slow one gets audio after its first sentence. Its spoken budget is checked
+as each piece is made, so going over it ends the stream with text_too_long.
 
-``next`` hands out chunks of text as given; ``next_piece`` what the stream voices: each chunk turned
-into speech by the request's ``TextFront`` as it is cut (normalised, pause markers as silence), also
-for a complete text: normalising 5 000 characters up front would delay the first chunk by tens of ms.
-An SSML document is always complete and parsed at once (``open``), so a bad one is refused before any
-audio.
+``next`` hands out chunks of text as given; ``next_piece`` what the stream voices.
 """
 
 from __future__ import annotations
@@ -18,15 +17,15 @@ import asyncio
 import time
 from collections import deque
 
-from server.core.textfront import Chunk, ChunkLimit, Piece, Silence, TextFront, is_ssml
+from server.core.pieces import Chunk, ChunkLimit, Piece, PieceMaker, Silence, is_ssml
 from text.chunking import FIRST_CHUNK_BYTES, SENTENCE_END, take_chunk
 
 
 class TextFeed:
     def __init__(self, max_chunk_bytes: int, first_chunk_bytes: int = FIRST_CHUNK_BYTES,
-                 front: TextFront | None = None, limit: ChunkLimit | None = None) -> None:
+                 front: PieceMaker | None = None, limit: ChunkLimit | None = None) -> None:
         self.max_chunk_bytes = max_chunk_bytes
-        self.front = front or TextFront()
+        self.front = front or PieceMaker()
         self.limit: ChunkLimit = limit or (lambda rate: max_chunk_bytes)
         self._pieces: deque[Piece] = deque()
         self.first_chunk_bytes = first_chunk_bytes
@@ -47,9 +46,10 @@ class TextFeed:
         return feed
 
     @classmethod
-    def open(cls, text: str, final: bool, limit: ChunkLimit, front: TextFront) -> TextFeed:
-        """The feed of a request: SSML parsed now (``SSMLError`` on a bad document); plain text fed (and
-        ended, when complete), to be cut and normalised chunk by chunk."""
+    def open(cls, text: str, final: bool, limit: ChunkLimit, front: PieceMaker) -> TextFeed:
+        """The feed of a request. Complete: all its pieces made now (``SSMLError`` on a bad document,
+        ``TextTooLongError`` past the spoken budget). Incremental: its text so far, made into pieces
+        chunk by chunk as the stream asks."""
         feed = cls(limit(1.0), front=front, limit=limit)
         if final and is_ssml(text):
             feed._pieces.extend(front.document(text, limit))
@@ -59,12 +59,14 @@ class TextFeed:
             feed.append(text)
         if final:
             feed.end()
+            while (chunk := feed._cut()) is not None:  # the same chunks ``next_piece`` would cut, at once
+                feed._pieces.extend(front.plain(chunk, limit, first=feed.chunks_given == 1, check=False))
+            front.check_budget()  # after all of them: the message names the whole text's spoken length
         return feed
 
     @property
     def spoken(self) -> str:
-        """What a complete request says, to refuse one with nothing to say before it starts: an SSML
-        document's speech, or plain text as given (its pieces are made later)."""
+        """What a complete request says, to refuse one with nothing to say before it starts."""
         if self._pieces:
             return " ".join(p.spoken for p in self._pieces if isinstance(p, Chunk))
         return self._ready
