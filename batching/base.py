@@ -95,8 +95,8 @@ class BatcherBase(Generic[ItemT, OutT]):
         result: OutT = await self.submit(item, **kwargs).future
         return result
 
-    def submit(self, item: ItemT, *, first: bool = False, request_id: str | None = None,
-               timeout_s: float | None = None) -> Ticket[ItemT]:
+    def submit(self, item: ItemT, *, first: bool = True, request_id: str | None = None,
+               timeout_s: float | None = None, deadline: float | None = None) -> Ticket[ItemT]:
         raise NotImplementedError
 
     # -- queueing -------------------------------------------------------------------------------------
@@ -107,16 +107,19 @@ class BatcherBase(Generic[ItemT, OutT]):
             raise BatcherClosedError("the server is shutting down")
 
     def _enqueue(self, item: ItemT, cost: int, key: Hashable, first: bool, request_id: str | None,
-                 timeout_s: float | None) -> Ticket[ItemT]:
-        """A ticket for an admitted item, queued with its deadline timer and cancellation hooks."""
+                 timeout_s: float | None, deadline: float | None) -> Ticket[ItemT]:
+        """A ticket for an admitted item, queued with its cancellation hooks; a first chunk also with its
+        queue timeout (a later chunk's stream is playing: it waits as long as it takes, never cut off)."""
         loop = asyncio.get_running_loop()
         now = loop.time()
         ticket: Ticket[ItemT] = Ticket(
             item=item, cost=cost, key=key, first=first, seq=next(self._seq), enqueued_at=now,
-            deadline=now + (timeout_s or self.config.queue_timeout_s), future=loop.create_future(),
-            request_id=request_id,
+            deadline=deadline if deadline is not None else now + self.config.first_audio_s,
+            expires=now + (timeout_s or self.config.queue_timeout_s) if first else None,
+            future=loop.create_future(), request_id=request_id,
         )
-        ticket.timer = loop.call_at(ticket.deadline, self._expire, ticket)
+        if ticket.expires is not None:
+            ticket.timer = loop.call_at(ticket.expires, self._expire, ticket)
         ticket.release = self._forget
         ticket.future.add_done_callback(lambda _f: self._forget(ticket))
         self._queue.push(ticket)
@@ -128,7 +131,7 @@ class BatcherBase(Generic[ItemT, OutT]):
         if self._queue.remove(ticket):
             self._report_depth()
             self._settle(ticket, False, QueueTimeoutError(
-                f"not started within {ticket.deadline - ticket.enqueued_at:.1f} s (server overloaded)"))
+                f"not started within {(ticket.expires or 0.0) - ticket.enqueued_at:.1f} s (server overloaded)"))
 
     def _forget(self, ticket: Ticket[ItemT]) -> bool:
         """Done callback and ``Ticket.cancel``: a settled ticket leaves the queue at once. Returns whether

@@ -9,10 +9,11 @@ their results awaited on the returned ticket's future. Cancelling that future (o
 removes the item from the queue; an item already running has its result dropped. A failing batch is
 split in halves and retried so that only the failing item fails. Every future is settled exactly once.
 
-What runs next is the policy's choice (``batching.policy``): with the ``latency`` policy, an item joins
-the next batch only when the cost model (``batching.cost``, seeded from timed warm-up passes and refined
-from every batch) predicts that this makes the queued items finish sooner. With ``admission`` on, a
-stream's first chunk is refused at once when its first audio is predicted to miss the budget.
+What runs next is the policy's choice (``batching.policy``): with the ``latency`` policy, the batch forms
+around the queued item with the least slack before its deadline, and an item joins it only when the cost
+model (``batching.cost``, seeded at startup and refined from every batch) predicts that this makes the
+queued items finish sooner. Overload is refused at the door: only a stream's first chunk is ever refused
+(queue full; with ``admission`` on, when its first audio is predicted to miss the budget) or timed out.
 """
 
 from __future__ import annotations
@@ -66,16 +67,20 @@ class MicroBatcher(BatcherBase[ItemT, OutT]):
 
     # -- submission -----------------------------------------------------------------------------------
 
-    def submit(self, item: ItemT, *, first: bool = False, request_id: str | None = None,
-               timeout_s: float | None = None) -> Ticket[ItemT]:
-        """Queue ``item``; its result (or typed error) arrives on ``ticket.future``."""
+    def submit(self, item: ItemT, *, first: bool = True, request_id: str | None = None,
+               timeout_s: float | None = None, deadline: float | None = None) -> Ticket[ItemT]:
+        """Queue ``item``; its result (or typed error) arrives on ``ticket.future``. ``deadline``: loop
+        time its result is needed by (default: now + the first-audio target). Only a first chunk may be
+        refused (queue full, admission) or time out: a later chunk's stream is already playing."""
         self._refuse_if_closed()
         cost, key = int(self.model.cost(item)), self.model.batch_key(item)
         now = asyncio.get_running_loop().time()
-        self._check_capacity(cost, key, now)
-        predicted = self.planner.admit(self._queue, cost, key, now) if first and self.config.admission else None
+        predicted = None
+        if first:
+            self._check_capacity(cost, key, now)
+            predicted = self.planner.admit(self._queue, cost, key, now) if self.config.admission else None
         self.planner.arrived(now)
-        ticket = self._enqueue(item, cost, key, first, request_id, timeout_s)
+        ticket = self._enqueue(item, cost, key, first, request_id, timeout_s, deadline)
         ticket.predicted = predicted
         return ticket
 

@@ -19,15 +19,17 @@ class BatcherConfig:
     """Queued items (not counting the running batch)."""
     max_queue_frames: int = 600_000
     queue_timeout_s: float = 30.0
-    """An item not started within this time fails with ``timeout`` and never reaches the model."""
+    """A stream's first chunk not started within this time fails with ``timeout`` and never reaches the
+    model (later chunks of a playing stream never time out)."""
     scheduler: str = "request"
     """``request``: whole batches run to completion. ``step``: items join between flow steps (#11)."""
     policy: str = "latency"
     """``latency``: batch only where the cost model says it pays. ``fill``: fill every batch (the old policy)."""
     max_padding: float = 0.5
     """Largest share of a batch's frames that may be padding (latency policy)."""
-    later_chunk_slack_s: float = 1.0
-    """How long a later chunk of a stream (its earlier audio is playing) may be overtaken by first chunks."""
+    first_audio_s: float = 1.0
+    """Deadline of a stream's first chunk, seconds after its submission (a later chunk's deadline is when
+    its listener runs out of audio: ``batching.playback``)."""
     admission: bool = False
     """Refuse a stream's first chunk at once when its first audio is predicted later than ``admission_ttfa_s``
     (off: only the bounded queue refuses)."""
@@ -43,5 +45,5 @@ class BatcherConfig:
             raise ValueError(f"scheduler must be one of {', '.join(SCHEDULERS)}, got {self.scheduler!r}")
         if self.policy not in POLICIES:
             raise ValueError(f"policy must be one of {', '.join(POLICIES)}, got {self.policy!r}")
-        if not 0.0 <= self.max_padding <= 1.0 or self.admission_ttfa_s <= 0 or self.later_chunk_slack_s < 0:
-            raise ValueError("max_padding must be in [0, 1], admission_ttfa_s positive, later_chunk_slack_s >= 0")
+        if not 0.0 <= self.max_padding <= 1.0 or self.admission_ttfa_s <= 0 or self.first_audio_s <= 0:
+            raise ValueError("max_padding must be in [0, 1], admission_ttfa_s and first_audio_s positive")

@@ -11,9 +11,12 @@ batch grows to the optimum, and it grows with the queue. The items are then chos
 the anchor, first chunks of streams, then the closest lengths, with padding capped (``max_padding``) so
 that the equal-length plan stays honest.
 
-First chunks of streams decide time to first audio; later chunks have audio still playing ahead of
-them. So a first chunk may anchor the batch ahead of an older later chunk, but only for ``slack_s``:
-after that the oldest item anchors, whatever it is, and nothing starves.
+Who anchors the batch is decided by deadlines (``batching.playback``): least slack first, slack =
+deadline − now − the item's predicted cost alone. A first chunk's deadline is a target: once late, its
+slack counts as zero, so late newcomers run in arrival order and a later chunk due now goes before them.
+The model runs a batch to its end, so a newcomer's batch goes first only if no later chunk would miss its
+deadline behind it (``STALL_MARGIN`` of its cost to spare); a batch grows only where no later chunk in it
+would then miss a deadline that it meets alone.
 """
 
 from __future__ import annotations
@@ -41,12 +44,38 @@ class Limits:
     """Largest share of a batch's frames that may be padding."""
 
 
-def choose_anchor(tickets: Sequence[Ticket[ItemT]], now: float, slack_s: float) -> Ticket[ItemT]:
-    """The oldest first chunk while the oldest item (a later chunk) is within its slack, else the oldest."""
-    oldest = tickets[0]
-    if oldest.first or now - oldest.enqueued_at >= slack_s:
-        return oldest
-    return next((t for t in tickets if t.first), oldest)
+STALL_MARGIN = 0.25
+"""Share of a later chunk's predicted cost kept in hand against its deadline: a prediction off by this
+much still does not make its listener wait."""
+
+
+def slack(ticket: Ticket[Any], now: float, alone: float) -> float:
+    """Seconds ``ticket`` may still wait: its deadline − now − ``alone`` (its predicted cost)."""
+    return ticket.deadline - now - alone
+
+
+def urgency(ticket: Ticket[Any], now: float, alone: float) -> float:
+    """Order key: the slack, a first chunk's never below zero (its deadline is a target: late newcomers
+    keep arrival order, and a later chunk due now goes first)."""
+    left = slack(ticket, now, alone)
+    return max(left, 0.0) if ticket.first else left
+
+
+def by_urgency(tickets: Iterable[Ticket[ItemT]], now: float,
+               alone: Callable[[Ticket[Any]], float]) -> list[Ticket[ItemT]]:
+    """Least slack first; at equal slack later chunks (a stall if late) before first chunks, then age."""
+    return sorted(tickets, key=lambda t: (urgency(t, now, alone(t)), t.first, t.seq))
+
+
+def due_within(order: Sequence[Ticket[ItemT]], now: float, alone: Callable[[Ticket[Any]], float],
+               busy: float) -> Ticket[ItemT] | None:
+    """The most urgent later chunk that would miss its deadline (less the margin) were the model busy
+    for ``busy`` seconds before it starts; None when every one can wait that long."""
+    for ticket in order:
+        cost = alone(ticket)
+        if not ticket.first and slack(ticket, now, cost) - STALL_MARGIN * cost < busy:
+            return ticket
+    return None
 
 
 PLAN_HORIZON = 128
@@ -83,15 +112,25 @@ def expected_queue(queued: int, frames: int, predict: Predict, limits: Limits, a
 
 
 def compose(tickets: Sequence[Ticket[ItemT]], now: float, predictor: Callable[[Hashable], Predict],
-            limits: Limits, slack_s: float, arrival_rate: float = 0.0) -> Selection[ItemT]:
-    """The next batch from ``tickets`` (queued, in arrival order; all keys), priced by ``predictor(key)``;
-    ``arrival_rate`` (items/s) lets the plan count the work that will join the queue meanwhile."""
-    anchor = choose_anchor(tickets, now, slack_s)
+            limits: Limits, arrival_rate: float = 0.0) -> Selection[ItemT]:
+    """The next batch from ``tickets`` (queued; all keys), priced by ``predictor(key)``, formed around
+    the least-slack item; ``arrival_rate`` (items/s) lets the plan count the work that joins meanwhile."""
+    def alone(ticket: Ticket[Any]) -> float:
+        return predictor(ticket.key)(1, ticket.cost)
+
+    order = by_urgency(tickets, now, alone)
+    anchor, target = order[0], _target(order[0], len(tickets), predictor, limits, arrival_rate)
+    if anchor.first:  # a newcomer's batch runs to its end: first every later chunk that cannot wait that long
+        due = due_within(order, now, alone, predictor(anchor.key)(target, anchor.cost))
+        if due is not None:
+            anchor, target = due, _target(due, len(tickets), predictor, limits, arrival_rate)
     predict = predictor(anchor.key)
-    planned = expected_queue(len(tickets), anchor.cost, predict, limits, arrival_rate)
-    target = plan(planned, anchor.cost, predict, limits)[0]
-    candidates = [t for t in tickets if t is not anchor and t.key == anchor.key]
-    candidates.sort(key=lambda t: (not t.first, abs(t.cost - anchor.cost), t.seq))
+    busy = predict(target, anchor.cost)
+    candidates = [t for t in order if t is not anchor and t.key == anchor.key]
+    # Those that cannot wait for the next batch first, then first chunks (sooner is better for them; a
+    # later chunk with slack gains nothing), then the closest lengths (least padding).
+    candidates.sort(key=lambda t: (urgency(t, now, alone(t)) >= busy, not t.first, abs(t.cost - anchor.cost),
+                                   urgency(t, now, alone(t)), t.seq))
     batch, longest, real = [anchor], anchor.cost, anchor.cost
     for ticket in candidates:
         if len(batch) >= target:
@@ -99,11 +138,25 @@ def compose(tickets: Sequence[Ticket[ItemT]], now: float, predictor: Callable[[H
         grown, size = max(longest, ticket.cost), len(batch) + 1
         if grown * size > limits.max_frames or 1 - (real + ticket.cost) / (grown * size) > limits.max_padding:
             continue  # does not fit; a closer length further down the list still may
+        if _makes_late([*batch, ticket], now, predict(size - 1, longest), predict(size, grown)):
+            continue
         batch.append(ticket)
         longest, real = grown, real + ticket.cost
     # Full: the plan wants no more, or a candidate was left out: waiting for arrivals cannot help now.
     full = len(batch) >= target or len(batch) < len(candidates) + 1
     return Selection(batch, full=full, partners_waiting=bool(candidates))
+
+
+def _target(anchor: Ticket[Any], queued: int, predictor: Callable[[Hashable], Predict], limits: Limits,
+            arrival_rate: float) -> int:
+    predict = predictor(anchor.key)
+    planned = expected_queue(queued, anchor.cost, predict, limits, arrival_rate)
+    return plan(planned, anchor.cost, predict, limits)[0]
+
+
+def _makes_late(batch: Sequence[Ticket[Any]], now: float, before: float, after: float) -> bool:
+    """A later chunk in ``batch`` meets its deadline in a batch of ``before`` seconds, not in ``after``."""
+    return any(not t.first and before <= t.deadline - now < after for t in batch)
 
 
 class Misses:

@@ -19,12 +19,19 @@ class Ticket(Generic[ItemT]):
     """Padded length of the item (frames)."""
     key: Hashable
     first: bool
-    """The first chunk of a stream: it decides time-to-first-audio, so it is preferred when filling."""
+    """The first chunk of a stream: its deadline is a first-audio target (sooner is better; missing it
+    is late, not a stall); it may be refused at the door and times out in the queue. A later chunk
+    (``first`` false) belongs to a stream already playing: never refused, never timed out, and missing
+    its deadline is a stall."""
     seq: int
     enqueued_at: float
     """Event-loop time (s) at submission."""
     deadline: float
-    """Event-loop time (s) after which the item is failed with ``timeout`` if it has not started."""
+    """Event-loop time (s) by which the item's result is needed (``batching.playback``). Its owner may
+    move it while the item is queued or running (a predecessor delivered); the schedulers read it anew
+    at every decision."""
+    expires: float | None
+    """Event-loop time (s) after which a queued first chunk fails with ``timeout``; None: never."""
     future: asyncio.Future[Any]
     request_id: str | None = None
     predicted: float | None = None

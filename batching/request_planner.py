@@ -86,8 +86,7 @@ class RequestPlanner:
     def select(self, queue: PendingQueue[ItemT], now: float) -> Selection[ItemT]:
         if self.config.policy == "fill" or not queue:
             return queue.select(self.config.max_batch_size, self.config.max_batch_frames)
-        return policy.compose(list(queue), now, self.predictor, self.limits, self.config.later_chunk_slack_s,
-                              self.arrival_rate(now, len(queue)))
+        return policy.compose(list(queue), now, self.predictor, self.limits, self.arrival_rate(now, len(queue)))
 
     # -- admission ------------------------------------------------------------------------------------
 

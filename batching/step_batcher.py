@@ -1,22 +1,23 @@
-"""The step scheduler (``--scheduler step``, the default): queued items join the running batch between flow
-steps.
+"""The step scheduler (``--scheduler step``): queued items join the running batch between flow steps, and
+held items with ample slack pause.
 
     while True:
         self._admit()                    # on the event loop: queued tickets take free slots
-        finished = await self._step()    # in the worker thread: joins, leaves, steps (each step one or
-                                         # more passes, split by length), vocode the done
+        finished = await self._step()    # in the worker thread: joins, leaves, steps of the items that
+                                         # step now (each step one or more passes, split by length),
+                                         # vocode the done
         self._deliver(finished)          # on the event loop: settle their futures
 
 Same surface as ``MicroBatcher`` (submit/run/close/call_in_worker, the queue figures, observer calls), the
 same queue, deadlines and ``Ticket``s, and the same cost model (``batching.cost``) priced per step pass:
 a newcomer takes a free slot at the next step when ``StepPlanner.joins`` says that lowers the weighted
-summed completion time, instead of waiting for a whole batch. First chunks first, the oldest never starved
-(``policy.choose_anchor``: nothing overtakes the anchor while it waits for a slot).
+summed completion time, instead of waiting for a whole batch. The queue is taken least slack first
+(``policy.by_urgency``: nothing overtakes its head while it waits for a slot), and between steps held
+later chunks with ample slack pause so that urgent items step in a smaller pass (``batching.pausing``).
 
 The stepping model is not thread-safe: every model call (add, remove, step, finish) is made on the one
-worker thread (``batching.step_worker``). Cancellations made on the event loop are queued in ``_leaving`` and
-applied by the worker before the next step.
-"""
+worker thread (``batching.step_worker``). Cancellations made on the event loop are queued in ``_leaving``
+and applied by the worker before the next step."""
 
 from __future__ import annotations
 
@@ -33,10 +34,11 @@ from batching.base import BatcherBase
 from batching.config import BatcherConfig
 from batching.cost import CostSample
 from batching.errors import BatcherClosedError, BatcherError
+from batching.pausing import Held, plan_round
 from batching.protocol import BatchObserver
 from batching.queue import Ticket
 from batching.step_planner import STEP_KEY, Load, StepModel, StepPlanner
-from batching.step_worker import StepPass, time_steps, work
+from batching.step_worker import RUN_S, StepPass, time_steps, work
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +65,10 @@ class StepBatcher(BatcherBase[ItemT, OutT]):
         self._news = threading.Event()
         """Set on the loop by a submit or cancel; read by the worker between steps (``step_worker.work``)."""
         self.steps_run = 0
+        self.paused_steps = 0
+        """Item-steps held back by pauses (``batching.pausing``), for tests and benchmarks."""
+        self._stepping: list[int] = []
+        """Keys the running worker call steps (the others are paused)."""
 
     @property
     def running(self) -> int:
@@ -82,14 +88,18 @@ class StepBatcher(BatcherBase[ItemT, OutT]):
 
     # -- submission -----------------------------------------------------------------------------------
 
-    def submit(self, item: ItemT, *, first: bool = False, request_id: str | None = None,
-               timeout_s: float | None = None) -> Ticket[ItemT]:
-        """Queue ``item``; its result (or typed error) arrives on ``ticket.future``."""
+    def submit(self, item: ItemT, *, first: bool = True, request_id: str | None = None,
+               timeout_s: float | None = None, deadline: float | None = None) -> Ticket[ItemT]:
+        """Queue ``item``; its result (or typed error) arrives on ``ticket.future``. ``deadline``: loop
+        time its result is needed by (default: now + the first-audio target). Only a first chunk may be
+        refused (queue full, admission) or time out: a later chunk's stream is already playing."""
         self._refuse_if_closed()
         cost = int(self.model.cost(item))
-        self.planner.check_capacity(self._load(), len(self._queue), self._queue.frames, cost)
-        predicted = self.admit(item) if first and self.config.admission else None
-        ticket = self._enqueue(item, cost, STEP_KEY, first, request_id, timeout_s)
+        predicted = None
+        if first:
+            self.planner.check_capacity(self._load(), len(self._queue), self._queue.frames, cost)
+            predicted = self.admit(item) if self.config.admission else None
+        ticket = self._enqueue(item, cost, STEP_KEY, first, request_id, timeout_s, deadline)
         ticket.predicted = predicted
         self._news.set()
         return ticket
@@ -133,19 +143,22 @@ class StepBatcher(BatcherBase[ItemT, OutT]):
         return True
 
     def _admit(self) -> None:
-        """Queued tickets take free slots while the planner says joining pays: first chunks first; the
-        oldest anchors once past its slack and then waits at the head (nothing overtakes it) until a slot
-        it may take frees."""
+        """Queued tickets take free slots, least slack first, while the planner says joining pays; the
+        head waits (nothing overtakes it) until a slot it may take frees."""
         now = asyncio.get_running_loop().time()
-        queue = list(self._queue)
+        queue = policy.by_urgency(self._queue, now, self._alone)
         while queue:
-            ticket = policy.choose_anchor(queue, now, self.config.later_chunk_slack_s)
+            ticket = queue[0]
             load = dataclasses.replace(self._load(), queued=len(queue) - 1)  # queued behind the newcomer
             if not (self.planner.fits(load, ticket.cost)
                     and self.planner.joins(load, ticket.cost, self.model.steps(ticket.item), ticket.first)):
                 break
-            queue.remove(ticket)
+            queue.pop(0)
             self._take(ticket, now)
+
+    def _alone(self, ticket: Ticket[ItemT]) -> float:
+        """Predicted seconds of the item's steps, stepping alone."""
+        return self.model.steps(ticket.item) * self.planner.step_seconds(1, ticket.cost)
 
     def _take(self, ticket: Ticket[ItemT], now: float) -> None:
         self._queue.remove(ticket)
@@ -161,13 +174,18 @@ class StepBatcher(BatcherBase[ItemT, OutT]):
     async def _step(self) -> StepPass:
         joining, leaving = self._joining, self._leaving
         self._joining, self._leaving = [], []
-        held = list(self._active.values())
-        passes = [{held[n].seq: held[n].cost for n in group} for group in self.planner.split([t.cost for t in held])[1]]
+        now = asyncio.get_running_loop().time()
+        held = [Held(t.seq, t.cost, self._left[t.seq], t.deadline, t.first) for t in self._active.values()]
+        plan = plan_round(held, now, self.planner.round_seconds, RUN_S)
+        self._stepping = plan.stepping
+        self.paused_steps += len(plan.paused)
+        frames = [self._active[key].cost for key in plan.stepping]
+        passes = [{plan.stepping[n]: frames[n] for n in group} for group in self.planner.split(frames)[1]]
         self._news.clear()  # on the loop, after _admit: a submit or cancel from now on stops the worker's run
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(self._executor, work, self.model, joining, leaving, passes,
-                                              self._news.is_set, self._stepped)
+                                              self._news.is_set, self._stepped, plan.run_s)
         except asyncio.CancelledError:  # closed without drain: the thread's results will be dropped
             self._fail_running(BatcherClosedError("the server is shutting down"))
             raise
@@ -184,8 +202,9 @@ class StepBatcher(BatcherBase[ItemT, OutT]):
         self.planner.misses.delivered([t for t, _ in done if t is not None], asyncio.get_running_loop().time())
         for ticket, wave in done:
             self._settle(ticket, True, wave)
-        for key in self._left:
-            self._left[key] -= finished.rounds
+        for key in self._stepping:  # paused items took no step
+            if key in self._left:
+                self._left[key] -= finished.rounds
         clean = [] if finished.split else zip(finished.steps, finished.real, strict=True)  # a split: wrong cost
         for (size, frames, seconds), real in clean:
             # Per pass: tts_batch_size is the items stepping together, tts_batch_seconds one pass.

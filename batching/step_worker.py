@@ -25,8 +25,8 @@ from batching.step_planner import StepModel
 ItemT = TypeVar("ItemT")
 OutT = TypeVar("OutT")
 RUN_S = 0.25
-"""Longest one call keeps stepping without news: the loop still re-plans a few times a second (a later
-chunk's slack, deadlines of queued items)."""
+"""Longest one call keeps stepping without news: the loop still re-plans a few times a second (deadlines
+of queued and paused items)."""
 TIMED_STEPS = 2
 """Step passes timed per warm-up shape, after one untimed pass (allocator pools, first-call costs)."""
 
@@ -42,16 +42,18 @@ class StepPass:
     real: list[int] = field(default_factory=list)
     """Unpadded frames of each pass in ``steps``."""
     rounds: int = 0
-    """Steps every held item took."""
+    """Steps every stepping (not paused) item took."""
     split: bool = False
     """A pass raised and was split: its time says nothing about the cost curve."""
 
 
 def work(model: StepModel[ItemT, OutT], joining: list[Ticket[ItemT]], leaving: list[int],
-         passes: Sequence[Mapping[int, int]], interrupted: Callable[[], bool], stepped: Callable[[], None]) -> StepPass:
+         passes: Sequence[Mapping[int, int]], interrupted: Callable[[], bool], stepped: Callable[[], None],
+         run_s: float = RUN_S) -> StepPass:
     """Apply leaves and joins, then step: each step runs ``passes`` (key → frames; every held item in one
-    of them, the planner's ``split`` by length), until an item finishes or fails, ``interrupted()`` (a submit or cancel
-    on the loop), or ``RUN_S``; vocode what finished. ``stepped()`` after every step (progress the loop
+    of the stepping items in one of them, the planner's ``split`` by length; paused items in none), until an
+    item finishes or fails, ``interrupted()`` (a submit or cancel on the loop), or ``run_s`` (at least one
+    step); vocode what finished. ``stepped()`` after every step (progress the loop
     can read while the call runs)."""
     out = StepPass()
     for key in leaving:
@@ -81,7 +83,7 @@ def work(model: StepModel[ItemT, OutT], joining: list[Ticket[ItemT]], leaving: l
         out.rounds += 1
         stepped()
         out.done = finish(model, finished, out.failed)
-        if out.done or out.failed or interrupted() or time.perf_counter() - began > RUN_S:
+        if out.done or out.failed or interrupted() or time.perf_counter() - began > run_s:
             break
     return out
 

@@ -61,7 +61,8 @@ async def test_every_item_resolves_once_with_its_own_result(make) -> None:
 
 async def test_oldest_item_is_always_in_the_next_batch(make) -> None:
     model = FakeModel(delay_s=0.01)
-    batcher = await make(model, max_batch_size=3, max_batch_frames=10_000, max_wait_ms=1)
+    # Every newcomer is late at once (a first-audio target of 1 ms): late ones run oldest first.
+    batcher = await make(model, max_batch_size=3, max_batch_frames=10_000, max_wait_ms=1, first_audio_s=0.001)
     rng = random.Random(1)
     tickets = []
     for i in range(40):  # mixed keys and lengths: the fill never pushes the oldest out
@@ -257,7 +258,7 @@ async def test_item_past_its_deadline_times_out_and_never_runs(make) -> None:
 async def test_first_chunks_are_preferred_when_filling(make) -> None:
     gate = threading.Event()
     model = FakeModel(gate=gate)
-    batcher = await make(model, max_batch_size=3, later_chunk_slack_s=0)  # no overtaking: the oldest anchors
+    batcher = await make(model, max_batch_size=3, policy="fill")  # fill: the oldest anchors, first chunks join
     batcher.submit(FakeItem(0))
     await asyncio.to_thread(model.started.wait, 5)
     tickets = [batcher.submit(FakeItem(i), first=(i >= 4)) for i in range(1, 7)]  # 1-3 later, 4-6 first
@@ -267,18 +268,39 @@ async def test_first_chunks_are_preferred_when_filling(make) -> None:
     assert sorted(model.calls[1][1:]) == [4, 5]  # then first chunks, ahead of older later chunks
 
 
-async def test_first_chunks_overtake_later_chunks_within_their_slack(make) -> None:
-    """Policy change (#12): a later chunk has audio playing ahead of it, a first chunk decides time to
-    first audio. Within ``later_chunk_slack_s`` first chunks anchor the batch ahead of older later ones."""
+async def test_deadlines_decide_who_runs_first(make) -> None:
+    """Later chunks whose listeners have seconds of audio wait; first chunks (1 s target) go ahead."""
     gate = threading.Event()
     model = FakeModel(gate=gate)
-    batcher = await make(model, max_batch_size=3, later_chunk_slack_s=5)
+    batcher = await make(model, max_batch_size=3)
     batcher.submit(FakeItem(0))
     await asyncio.to_thread(model.started.wait, 5)
-    tickets = [batcher.submit(FakeItem(i), first=(i >= 4)) for i in range(1, 7)]
+    now = asyncio.get_running_loop().time()
+    tickets = [batcher.submit(FakeItem(i), first=i >= 4, deadline=now + 30 if i < 4 else None)
+               for i in range(1, 7)]
     gate.set()
     await asyncio.gather(*(t.future for t in tickets))
     assert model.calls[1:] == [[4, 5, 6], [1, 2, 3]]
+
+
+async def test_later_chunks_are_never_refused_nor_timed_out(make) -> None:
+    """A full queue refuses newcomers only; a later chunk of a playing stream queues past the limit and
+    past the queue timeout, and runs."""
+    gate = threading.Event()
+    model = FakeModel(gate=gate)
+    batcher = await make(model, max_queue=1, queue_timeout_s=0.05)
+    batcher.submit(FakeItem(0))
+    await asyncio.to_thread(model.started.wait, 5)
+    queued = batcher.submit(FakeItem(1))
+    with pytest.raises(QueueFullError):
+        batcher.submit(FakeItem(2))
+    later = batcher.submit(FakeItem(3), first=False)
+    await asyncio.sleep(0.2)
+    with pytest.raises(QueueTimeoutError):
+        await queued.future
+    assert not later.future.done()
+    gate.set()
+    assert await later.future == ("out", 3)
 
 
 async def test_long_item_among_short_ones_is_served_within_its_ageing_bound(make) -> None:

@@ -137,27 +137,48 @@ def test_plan_is_the_optimum(curve: Curve, queued: int) -> None:
     assert total == pytest.approx(optimal_total(queued, curve, LIMITS.max_size))
 
 
-def tickets(costs: list[int], first: list[bool] | None = None, at: float = 0.0) -> list[Ticket[int]]:
+def tickets(costs: list[int], first: list[bool] | None = None, at: float = 0.0,
+            deadlines: list[float] | None = None) -> list[Ticket[int]]:
     loop = asyncio.new_event_loop()
     try:
         return [Ticket(item=i, cost=c, key="k", first=bool(first and first[i]), seq=i, enqueued_at=at,
-                       deadline=at + 60, future=loop.create_future()) for i, c in enumerate(costs)]
+                       deadline=deadlines[i] if deadlines else at + 60, expires=None,
+                       future=loop.create_future()) for i, c in enumerate(costs)]
     finally:
         loop.close()
 
 
 def test_lengths_are_grouped_and_padding_is_capped() -> None:
     queue = tickets([100, 400, 110, 390, 95, 105])
-    chosen = policy.compose(queue, 0.0, lambda key: free, LIMITS, slack_s=1.0)
+    chosen = policy.compose(queue, 0.0, lambda key: free, LIMITS)
     assert sorted(t.item for t in chosen.tickets) == [0, 2, 4, 5]  # the 400s would make half the frames padding
 
 
-def test_first_chunks_anchor_within_slack_and_the_oldest_after() -> None:
-    queue = tickets([100] * 4, first=[False, False, True, True])
-    soon = policy.compose(queue, 0.5, lambda key: per_item, LIMITS, slack_s=1.0)
-    assert [t.item for t in soon.tickets] == [2]  # singles: the oldest first chunk goes first
-    late = policy.compose(queue, 1.5, lambda key: per_item, LIMITS, slack_s=1.0)
-    assert [t.item for t in late.tickets] == [0]  # the later chunk's slack is spent: it is never starved
+def test_least_slack_anchors_on_a_scripted_clock() -> None:
+    """Deadlines, not arrival order: a later chunk whose listener has 3 s of audio waits for newcomers
+    (1 s target) until its slack is about to run out; then it goes first."""
+    queue = tickets([100] * 3, first=[False, True, True], deadlines=[3.0, 1.0, 1.2])
+    assert [t.item for t in policy.compose(queue, 0.0, lambda key: per_item, LIMITS).tickets] == [1]
+    # At t=2.8 the later chunk has 0.2 s left minus its 0.05 s cost: a newcomer's 0.05 s batch still fits...
+    assert [t.item for t in policy.compose(queue, 2.8, lambda key: per_item, LIMITS).tickets] == [1]
+    # ...at t=2.93 it would not (its margin is a quarter of its cost): the later chunk goes first.
+    assert [t.item for t in policy.compose(queue, 2.93, lambda key: per_item, LIMITS).tickets] == [0]
+
+
+def test_late_first_chunks_keep_arrival_order() -> None:
+    """A first chunk's deadline is a target: once late, its slack counts as zero, so late newcomers run
+    oldest first, whatever their targets."""
+    queue = tickets([100] * 3, first=[True] * 3, deadlines=[1.0, 0.5, 0.8])
+    assert [t.item for t in policy.compose(queue, 5.0, lambda key: per_item, LIMITS).tickets] == [0]
+    assert [t.item for t in policy.compose(queue, 0.0, lambda key: per_item, LIMITS).tickets] == [1]
+
+
+def test_a_batch_never_grows_past_a_later_chunks_deadline() -> None:
+    """Batching pays on this curve, but the later chunk meets its deadline only in a small batch."""
+    queue = tickets([100] * 6, first=[False] + [True] * 5, deadlines=[0.075] + [5.0] * 5)
+    chosen = policy.compose(queue, 0.0, lambda key: between, LIMITS)
+    assert chosen.tickets[0].item == 0
+    assert between(len(chosen.tickets), 100) <= 0.075 < between(len(chosen.tickets) + 1, 100)
 
 
 # -- through the batcher -----------------------------------------------------------------------------
