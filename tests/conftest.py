@@ -98,7 +98,8 @@ class LiveServer:
 @pytest.fixture
 def test_settings(tiny_cache: Path, tmp_path: Path) -> Settings:
     return Settings(model="tiny", device="cpu", tiny_cache_dir=str(tiny_cache), voices_dir=str(tmp_path / "voices"),
-                    warmup=False, default_nfe_steps=4, host="127.0.0.1", max_wait_ms=5.0, heartbeat_s=0)
+                    warmup=False, default_nfe_steps=4, host="127.0.0.1", max_wait_ms=5.0, heartbeat_s=0,
+                    admission=False)  # unwarmed, the cost model guesses: tests that want admission turn it on
 
 
 @pytest.fixture

@@ -68,17 +68,19 @@ class Settings:
     max_wait_ms: float = _opt("longest the oldest chunk waits for batch partners", default=10.0)
     max_queue: int = _opt("queued chunks before queue_full", default=256)
     max_queue_frames: int = _opt("queued mel frames before queue_full", default=600_000)
-    queue_timeout_s: float = _opt("a chunk not started by then fails with timeout", default=30.0)
+    queue_timeout_s: float = _opt("a stream's first chunk not started by then fails with timeout (later chunks "
+                                  "of a playing stream never time out)", default=30.0)
     scheduler: str = _opt("request (whole batches run to completion) or step (requests join a running batch "
                           "between flow steps)", default="step")
     batch_policy: str = _opt("latency (a chunk joins a batch only where the learned cost model says it finishes "
                              "the queue sooner) or fill (fill every batch, the old policy)", default="latency")
     admission: bool = _opt("refuse a new stream at once (queue_full + retry_after_ms) when its first audio is "
-                           "predicted later than --admission-ttfa-s; off = only the bounded queue refuses",
-                           default=False)
+                           "predicted later than --admission-ttfa-s (on: overload is refused at the door, not "
+                           "after a long wait); off = only the bounded queue and --queue-timeout-s refuse",
+                           default=True)
     admission_ttfa_s: float = _opt("first-audio budget for admission control, seconds", default=3.0)
-    later_chunk_slack_s: float = _opt("how long a later chunk of a playing stream may be overtaken by first "
-                                      "chunks, seconds", default=1.0)
+    first_audio_s: float = _opt("deadline of a stream's first audio, seconds after its request (later chunks' "
+                                "deadlines are when their listener runs out of audio)", default=1.0)
     # limits
     max_text_chars: int = _opt("characters per synthesize request (and per stream in total)", default=5000)
     max_spoken_chars: int = _opt("characters per request (and per stream in total) once numbers, dates and symbols "
@@ -122,7 +124,7 @@ class Settings:
             max_wait_ms=self.max_wait_ms, max_queue=self.max_queue, max_queue_frames=self.max_queue_frames,
             queue_timeout_s=self.queue_timeout_s, scheduler=self.scheduler, policy=self.batch_policy,
             admission=self.admission, admission_ttfa_s=self.admission_ttfa_s,
-            later_chunk_slack_s=self.later_chunk_slack_s,
+            first_audio_s=self.first_audio_s,
         )
 
     def replace(self, **changes: Any) -> Settings:
@@ -206,8 +208,8 @@ def _validate(settings: Settings, parser: argparse.ArgumentParser) -> None:
     for name, allowed in choices.items():
         if getattr(settings, name) not in allowed:
             parser.error(f"--{name.replace('_', '-')} must be one of {', '.join(allowed)}")
-    if settings.admission_ttfa_s <= 0 or settings.later_chunk_slack_s < 0:
-        parser.error("--admission-ttfa-s must be positive and --later-chunk-slack-s not negative")
+    if settings.admission_ttfa_s <= 0 or settings.first_audio_s <= 0:
+        parser.error("--admission-ttfa-s and --first-audio-s must be positive")
     if settings.max_spoken_chars < 0:
         parser.error("--max-spoken-chars must not be negative (0: three times --max-text-chars)")
     if settings.voices_sync_s <= 0:
