@@ -154,6 +154,10 @@ class Engine:
         """Padded cost of an item for the batcher: its total frame count."""
         return self.duration(item)
 
+    def audio_seconds(self, item: SynthesisItem) -> float:
+        """Seconds of audio the item will produce (known before it runs: the output is sized from the text)."""
+        return max(0, self.duration(item) - item.voice.ref_frames) * self.spec.mel.hop_length / self.sample_rate
+
     def chunk_limit(self, voice: Voice, speed: float = 1.0) -> int:
         """Longest chunk (UTF-8 bytes) for this voice: reference plus chunk stay within the model's context."""
         return chunking.max_chunk_bytes(voice.ref_text, voice.seconds, speed)

@@ -77,6 +77,10 @@ class Metrics:
                                        ["transport"], registry=r)
         self.rejections = Counter("tts_rejected", "Chunks refused before reaching the model", ["reason"],
                                   registry=r)
+        self.stalls = Counter("tts_stream_stalls", "Later chunks that reached their listener after the audio "
+                              "before them had played out (silence the listener heard)", ["transport"], registry=r)
+        self.stall_seconds = Counter("tts_stream_stall_seconds", "Seconds of silence listeners heard inside "
+                                     "streams, waiting for a later chunk", ["transport"], registry=r)
         self.build_info = Info("tts_build", "Model, device, dtype and version", registry=r)
         self.gpu_memory_allocated = Gauge("tts_gpu_memory_allocated_bytes", "torch.cuda.memory_allocated",
                                           registry=r)
@@ -91,7 +95,7 @@ class Metrics:
         # Create the labelled series up front so dashboards and rate() see zeros rather than nothing.
         for transport in transports:
             for labelled in (self.latency, self.ttfa, self.rtf, self.audio_seconds, self.budget_exceeded,
-                             self.inflight):
+                             self.inflight, self.stalls, self.stall_seconds):
                 labelled.labels(transport)
             self.requests.labels(transport, "ok")
             for fault in FAULTS:
@@ -137,6 +141,11 @@ class Metrics:
             self.rtf.labels(transport).observe(latency_s / audio_s)
         if latency_s > self.latency_budget_s:
             self.budget_exceeded.labels(transport).inc()
+
+    def stream_stalled(self, transport: str, silence_s: float) -> None:
+        """A later chunk reached its listener ``silence_s`` after the audio before it ran out."""
+        self.stalls.labels(transport).inc()
+        self.stall_seconds.labels(transport).inc(silence_s)
 
     # -- BatchObserver --------------------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ With marks on, each stretch of the stream (a chunk or a silence) is announced be
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import time
@@ -21,7 +22,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from batching import QueueFullError, Ticket
+from batching import Ticket
+from batching.playback import Playback
 from engine import InvalidTextError, SynthesisItem, SynthesisParams, Voice
 from observability import Metrics
 from server.core.audio import CROSS_FADE_S, CrossFader, to_pcm16
@@ -76,6 +78,12 @@ class Stream:
         self._cancelled = False
         self._cancel_outcome = "cancelled"
         self._recorded = False
+        self._playback = Playback(self.batcher.config.first_audio_s)
+        """The listener's clock: each chunk's deadline, and the silence heard when one is late."""
+        self._plays: collections.deque[int] = collections.deque()
+        """Playback index of each piece put in ``_tickets``, in order."""
+        self._play_index: dict[int, int] = {}
+        """Playback index of each in-flight ticket, by its seq."""
 
     async def run(self) -> None:
         """Serve the stream to completion; never raises (errors are sent to the client)."""
@@ -117,6 +125,7 @@ class Stream:
         try:
             while (piece := await self.feed.next_piece()) is not None:
                 if isinstance(piece, Silence):
+                    self._plays.append(self._playback.submit(self._now(), piece.seconds)[0])
                     await self._tickets.put((piece, None))
                     continue
                 item = self._item(piece, index)
@@ -127,7 +136,10 @@ class Stream:
                 if previous is not None:
                     await previous.started.wait()
                 await self._slots.acquire()
-                ticket = await self._submit(item, first=index == 0)
+                play, deadline = self._playback.submit(self._now(), self._seconds(item, index))
+                ticket = self.batcher.submit(item, first=index == 0, request_id=self.id, deadline=deadline)
+                self._plays.append(play)
+                self._play_index[ticket.seq] = play
                 self._in_flight.append(ticket)
                 await self._tickets.put((piece, ticket))
                 previous = ticket
@@ -141,17 +153,24 @@ class Stream:
             params = replace(params, speed=chunk_speed(params.speed, chunk.rate))
         return SynthesisItem.of(chunk.spoken, self.voice, params)
 
-    async def _submit(self, item: SynthesisItem, first: bool) -> Ticket[SynthesisItem]:
-        """The first chunk is refused at once when the queue is full (the client retries); later chunks
-        of a stream already playing wait for room instead of cutting the audio off."""
-        deadline = time.perf_counter() + self.retry_until_s
-        while True:
-            try:
-                return self.batcher.submit(item, first=first, request_id=self.id)
-            except QueueFullError as exc:
-                if first or time.perf_counter() + exc.retry_after_ms / 1000 > deadline:
-                    raise
-                await asyncio.sleep(exc.retry_after_ms / 1000)
+    def _seconds(self, item: SynthesisItem, index: int) -> float:
+        """Audio the chunk adds for the listener: its length, less the cross-fade into the one before."""
+        fade = CROSS_FADE_S if index > 0 else 0.0
+        return max(0.0, self.engine.audio_seconds(item) - fade)
+
+    @staticmethod
+    def _now() -> float:
+        return asyncio.get_running_loop().time()
+
+    def _played(self, samples: int) -> None:
+        """The next piece's audio (``samples``) went out: count a stall if the listener ran dry first, and
+        move the queued chunks' deadlines to what is now known of the listener's clock."""
+        now = self._now()
+        silence = self._playback.delivered(self._plays.popleft(), now, samples / self.engine.sample_rate)
+        if silence > 0:
+            self.metrics.stream_stalled(self.transport, silence)
+        for ticket in self._in_flight:
+            ticket.deadline = self._playback.deadline(self._play_index[ticket.seq], now)
 
     # -- consumer -------------------------------------------------------------------------------------
 
@@ -159,11 +178,14 @@ class Stream:
         while (planned := await self._tickets.get()) is not None:
             piece, ticket = planned
             if isinstance(piece, Silence):
+                sent = self.samples
                 await self._silence(piece.seconds)
+                self._played(self.samples - sent)
                 continue
             assert ticket is not None and isinstance(piece, Chunk)
             wave = await ticket.future
             self._in_flight.remove(ticket)
+            self._play_index.pop(ticket.seq, None)
             self._slots.release()
             self.chunks += 1
             # The chunk's stretch ends after its whole faded output, held tail included: the next chunk's
@@ -171,7 +193,9 @@ class Stream:
             full = self._held - min(self._fader.fade, self._held, len(wave)) + len(wave)
             self._held = min(self._fader.fade, full)
             await self._announce(self.chunks - 1, piece.text, piece.spoken, self.samples + full)
+            sent = self.samples
             await self._send(self._fader.push(wave))
+            self._played(self.samples - sent)
 
     async def _silence(self, seconds: float) -> None:
         """Exact zeros: the chunk before ends without a fade (its held tail goes out as it is), and the
