@@ -191,7 +191,45 @@ def test_say_as(kind: str, text: str, lang: str, fmt: str | None, spoken: str) -
 
 @pytest.mark.parametrize(("kind", "text", "fmt"), [("cardinal", "abc", None), ("date", "2026-13-01", None),
                                                    ("date", "2026-11", "ymd"), ("telephone", "none", None),
-                                                   ("unknown", "1", None)])
+                                                   ("unknown", "1", None), ("cardinal", "1 2", None),
+                                                   ("ordinal", "2.5", None), ("date", "12026-11-29", None),
+                                                   ("date", "2026-011-29", None)])
 def test_say_as_refuses_what_it_cannot_read(kind: str, text: str, fmt: str | None) -> None:
     with pytest.raises(ValueError):
         say_as(kind, text, "en", fmt)
+
+
+HUGE = "9" * 5000  # past Python's 4 300-digit limit on int(str)
+
+
+@pytest.mark.parametrize("lang", ["en", "zh"])
+@pytest.mark.parametrize("text", [HUGE, f"-{HUGE}", f"1.{HUGE}", f"{HUGE}th", f"${HUGE}", f"${HUGE}.50",
+                                  f"{HUGE} km", f"{HUGE}%", f"in {HUGE}", f"{HUGE} USD", f"No. {HUGE}",
+                                  "1" + ",000" * 1500])
+def test_huge_numbers_are_read_digit_by_digit(text: str, lang: str) -> None:
+    """A number too long to say is read digit by digit, with no ``int()`` of it (which raises past 4 300
+    digits): whatever a client sends, normalising it is never a server error."""
+    spoken = normalize(text, lang)
+    digits = re.findall(r"\b(?:zero|one|nine)\b", spoken) if lang == "en" else re.findall("[零一九]", spoken)
+    assert len(digits) >= 4500
+
+
+@pytest.mark.parametrize("lang", ["en", "zh"])
+@pytest.mark.parametrize("kind", ["cardinal", "number", "ordinal", "telephone", "characters"])
+def test_say_as_reads_huge_numbers(kind: str, lang: str) -> None:
+    spoken = say_as(kind, HUGE, lang)
+    assert spoken.count("nine" if lang == "en" else "九") >= 4999
+    assert say_as("ordinal", "1" * 20, "en").endswith("one first")
+
+
+@pytest.mark.parametrize("lang", ["en", "zh"])
+def test_say_as_date_of_a_huge_number_is_not_a_date(lang: str) -> None:
+    with pytest.raises(ValueError, match="too long"):
+        say_as("date", HUGE, lang, "y")
+    with pytest.raises(ValueError, match="does not match"):
+        say_as("date", HUGE, lang)
+
+
+def test_chinese_fractions_keep_every_digit() -> None:
+    assert normalize("3.14159265358979323846", "zh") == "三点一四一五九二六五三五八九七九三二三八四六"
+    assert normalize("-1.5 12.0", "zh") == "负一点五 十二点零"

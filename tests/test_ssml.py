@@ -172,3 +172,13 @@ def test_what_counts_as_ssml() -> None:
     assert is_ssml('  <?xml version="1.0"?>\n<speak>hi</speak>')
     assert parse('<?xml version="1.0"?><speak>hi</speak>').segments == [Speech("hi", "hi")]
     assert not is_ssml("Say <speak> aloud") and not is_ssml("<speaker>")
+
+
+@pytest.mark.parametrize("kind", ["cardinal", "ordinal", "date", "number", "telephone"])
+def test_say_as_of_a_huge_number_is_spoken_not_a_crash(kind: str) -> None:
+    digits = "7" * 4400
+    parsed = parse(f'<speak>Count <say-as interpret-as="{kind}">{digits}</say-as>.</speak>', lang="en")
+    (speech,) = parsed.segments
+    assert isinstance(speech, Speech) and speech.text == f"Count {digits}."
+    assert speech.spoken.count("seven") >= 4399
+    assert (kind == "date") == bool(parsed.warnings)  # not a date: read as plain text, with a warning

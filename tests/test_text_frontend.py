@@ -5,6 +5,7 @@ of a break are exact."""
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
 import itertools
 import re
@@ -20,12 +21,24 @@ import pytest
 from engine import SynthesisItem
 from f5tts_client import StreamError, StreamResult, TTSClient
 from f5tts_client.cli import run as run_cli
+from server.core.feed import TextFeed
 from server.core.pieces import MAX_BREAK_S, Chunk, PieceMaker, Silence
-from tests.conftest import LiveServer
+from server.core.settings import Settings
+from server.runpod.worker import Worker
+from tests.conftest import LiveServer, upload_voice
+from text.errors import TextTooLongError
 
 NFE = 2
 LONG = ("Hello there. This is a longer paragraph with 12 items and several sentences, so the server "
         "cuts it into chunks. It goes on for a while, at 10:30 pm. And then it ends here.")
+EXPANDING = {  # within --max-text-chars as given, many times that once read out
+    "exponents": "1e999999 " * 555,
+    "digits": "9" * 5000,
+    "grouped digits": "12345 " * 833,
+    "telephone": '<speak><say-as interpret-as="telephone">' + "5" * 4900 + "</say-as></speak>",
+}
+HUGE_SAY_AS = [f'<speak><say-as interpret-as="{kind}">{"9" * 4400}</say-as></speak>'
+               for kind in ("cardinal", "ordinal", "date")]
 BILLION_LAUGHS = ('<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol">'
                   + "".join(f'<!ENTITY lol{i} "{("&lol" + (str(i - 1) if i > 1 else "") + ";") * 10}">'
                             for i in range(1, 10))
@@ -199,3 +212,87 @@ def test_first_chunk_keeps_its_short_budget_after_normalising() -> None:
     later = PieceMaker().plain(text, lambda _rate: 300)
     assert next(p.spoken for p in first if isinstance(p, Chunk)) == "Hello there."
     assert len(later) == 1 and "three dollars and fifty cents" in later[0].spoken  # type: ignore[union-attr]
+
+
+def _chunk_limit(_rate: float) -> int:
+    return 300
+
+
+@pytest.mark.parametrize("text", EXPANDING.values(), ids=EXPANDING.keys())
+def test_text_that_normalises_past_the_budget_is_refused_when_it_opens(text: str) -> None:
+    settings = Settings()
+    assert len(text) <= settings.max_text_chars
+    front = PieceMaker(max_spoken_chars=settings.spoken_chars_limit)
+    with pytest.raises(TextTooLongError, match="--max-spoken-chars") as error:
+        TextFeed.open(text, True, _chunk_limit, front)
+    spoken = int(re.findall(r"\d+", str(error.value))[0])  # the message names the whole spoken length
+    assert spoken == front.spoken_chars > 3 * len(text)
+
+
+def test_words_up_to_max_text_chars_stay_within_the_default_budget() -> None:
+    settings = Settings()
+    for sample in ("The quick brown fox jumps over the lazy dog. ", "Dr. Smith & Mrs. Jones, e.g. at St. Mary's, etc. ",
+                   "e.g. ", "etc. "):
+        text = (sample * settings.max_text_chars)[: settings.max_text_chars]
+        front = PieceMaker(max_spoken_chars=settings.spoken_chars_limit)
+        feed = TextFeed.open(text, True, _chunk_limit, front)
+        assert front.spoken_chars >= len(text.split()) and feed.spoken
+
+
+async def test_an_incremental_stream_is_held_to_the_budget_as_it_is_cut() -> None:
+    front = PieceMaker(max_spoken_chars=200)
+    feed = TextFeed.open("Hello there. ", False, _chunk_limit, front)
+    assert isinstance(await feed.next_piece(), Chunk)
+    feed.append("It is 1e999999 or 1e999999 or 1e999999. ")
+    feed.end()
+    with pytest.raises(TextTooLongError, match="--max-spoken-chars"):
+        await feed.next_piece()
+
+
+async def test_expanding_text_is_refused_on_websocket_and_http(live_en: LiveServer) -> None:
+    async with TTSClient(live_en.ws_url) as client:
+        for text in EXPANDING.values():
+            with pytest.raises(StreamError) as error:
+                await client.synthesize(text, voice="en", nfe_steps=NFE)
+            assert error.value.code == "text_too_long" and "--max-spoken-chars" in str(error.value)
+        ok = await client.synthesize("Still fine.", voice="en", nfe_steps=NFE)
+    assert ok.samples > 0
+    async with aiohttp.ClientSession() as session:
+        for text in [*EXPANDING.values(), *HUGE_SAY_AS]:  # a say-as of 4 400 digits was an int() crash: 500
+            body = {"model": "tts-1", "voice": "en", "input": text, "nfe_steps": NFE}
+            async with session.post(live_en.url("/v1/audio/speech"), json=body) as r:
+                error = (await r.json())["error"]
+                assert r.status == 413 and "--max-spoken-chars" in error["message"], error
+    assert live_en.metric("tts_requests_total", transport="http", outcome="text_too_long") == 7
+    assert live_en.metric("tts_requests_total", transport="http", outcome="internal") == 0
+
+
+async def test_an_append_stream_that_normalises_past_the_budget_ends_with_text_too_long(
+        start_server: Any, test_settings: Settings) -> None:
+    live = await start_server(test_settings.replace(max_spoken_chars=120))
+    assert (await upload_voice(live)).status == 201
+    async with TTSClient(live.ws_url) as client:
+        result = await client.start("", final=False, voice="en", nfe_steps=NFE)
+        await client.send({"type": "append", "id": result.id, "text": "Hello there. "})
+        await client.send({"type": "append", "id": result.id, "text": "It is 1e999999 or 1e999999. "})
+        await client.send({"type": "end", "id": result.id})
+        with pytest.raises(StreamError) as error:
+            await result.done
+        assert error.value.code == "text_too_long" and "limit is 120" in str(error.value)
+        ok = await client.synthesize("Still fine.", voice="en", nfe_steps=NFE)
+    assert ok.samples > 0
+
+
+def test_a_runpod_job_that_normalises_past_the_budget_is_refused(tiny_cache: Path) -> None:
+    worker = Worker.boot(Settings(model="tiny", device="cpu", tiny_cache_dir=str(tiny_cache), voices_dir="",
+                                  warmup=False, default_nfe_steps=NFE))
+
+    async def run() -> list[list[dict[str, Any]]]:
+        jobs = [[item async for item in worker.stream({"id": f"j{i}", "input": {"text": text}})]
+                for i, text in enumerate(EXPANDING.values())]
+        await worker.batcher.close()
+        return jobs
+
+    for items in asyncio.run(run()):
+        assert len(items) == 1 and items[0]["error"].startswith("text_too_long: ") and "--max-spoken-chars" in \
+            items[0]["error"]
