@@ -93,11 +93,11 @@ class SndfileEncoder:
 
 
 class Mp3Encoder:
-    def __init__(self, sample_rate: int) -> None:
+    def __init__(self, sample_rate: int, kbps: int = MP3_KBPS) -> None:
         import lameenc
 
         self._lame = lameenc.Encoder()
-        self._lame.set_bit_rate(MP3_KBPS)
+        self._lame.set_bit_rate(kbps)
         self._lame.set_in_sample_rate(sample_rate)
         self._lame.set_channels(1)
         self._lame.set_quality(2)
