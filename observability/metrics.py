@@ -103,15 +103,12 @@ class Metrics:
         for reason in ("queue_full", "over_budget", "shutting_down"):
             self.rejections.labels(reason)
 
-    def startup_finished(self, import_s: float | None, load_s: float, warmup_s: float,
-                         total_s: float) -> dict[str, float]:
-        """Record the startup phases (``import`` only when known: process start to our first line) and
-        return them for the startup log line. ``total`` is process start (or our start) to ready."""
-        phases = {"import": import_s, "load": load_s, "warmup": warmup_s, "total": total_s}
-        known = {phase: seconds for phase, seconds in phases.items() if seconds is not None}
-        for phase, seconds in known.items():
+    def startup_finished(self, phases: Mapping[str, float]) -> dict[str, float]:
+        """Record the startup phases (``observability.startup.Phases``: import, setup, load, voices,
+        warmup, seed, ... and ``total``, process start to ready; the others sum to it) and return them."""
+        for phase, seconds in phases.items():
             self.startup_seconds.labels(phase).set(seconds)
-        return known
+        return dict(phases)
 
     def watch_gpu_memory(self, allocated: Callable[[], float], reserved: Callable[[], float]) -> None:
         """Export GPU memory read at scrape time (the caller passes torch.cuda's functions)."""

@@ -57,3 +57,30 @@ class StartupClock:
 
 CLOCK = StartupClock()
 """The process-wide clock: ``main()`` calls ``CLOCK.entered()``; startup code reads it."""
+
+
+class Phases:
+    """Startup split into contiguous phases: each ``mark`` ends the phase running since the previous
+    mark, so the phases sum to the total by construction (any second not in a named phase would show up
+    in the next one). With an entry point, ``import`` (process start to ``main()``) comes first."""
+
+    def __init__(self, clock: StartupClock = CLOCK) -> None:
+        self.started = clock.begin()
+        self.seconds: dict[str, float] = {}
+        self._last = self.started
+        imported = clock.import_seconds()
+        if imported is not None and clock.entry is not None:
+            self.seconds["import"] = imported
+            self._last = clock.entry
+
+    def mark(self, phase: str) -> float:
+        """End ``phase`` now (repeated phases add up); returns its seconds so far."""
+        now = time.perf_counter()
+        self.seconds[phase] = self.seconds.get(phase, 0.0) + now - self._last
+        self._last = now
+        return self.seconds[phase]
+
+    def finished(self) -> dict[str, float]:
+        """Every phase and ``total``: from the start to the last mark."""
+        return {**self.seconds, "total": self._last - self.started}
+

@@ -7,6 +7,7 @@ The import checks run in fresh interpreters: the test process has imported whate
 from __future__ import annotations
 
 import json
+import logging
 import re
 import subprocess
 import sys
@@ -18,9 +19,10 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from observability import Metrics
-from observability.startup import StartupClock, process_age
-from tests.conftest import free_port
-from tests.test_process import server_env, wait_ready
+from observability.startup import Phases, StartupClock, process_age
+from server.core.boot import prepare
+from server.core.settings import Settings
+from tests.conftest import free_port, server_env, wait_ready
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -96,11 +98,48 @@ def test_clock_without_an_entry_point_has_no_import_phase() -> None:
 def test_startup_phases_are_exported_once_known() -> None:
     registry = CollectorRegistry()
     metrics = Metrics(registry, process_collectors=False)
-    assert metrics.startup_finished(None, 0.5, 1.0, 2.0) == {"load": 0.5, "warmup": 1.0, "total": 2.0}
+    assert metrics.startup_finished({"load": 0.5, "warmup": 1.0, "total": 2.0}) == {"load": 0.5, "warmup": 1.0,
+                                                                                  "total": 2.0}
     assert registry.get_sample_value("tts_startup_seconds", {"phase": "import"}) is None
-    metrics.startup_finished(3.0, 0.5, 1.0, 5.0)
+    metrics.startup_finished({"import": 3.0, "load": 0.5, "total": 5.0})
     assert registry.get_sample_value("tts_startup_seconds", {"phase": "import"}) == 3.0
     assert registry.get_sample_value("tts_startup_seconds", {"phase": "total"}) == 5.0
+
+
+def test_phases_are_contiguous() -> None:
+    clock = StartupClock()
+    phases = Phases(clock)
+    time.sleep(0.02)
+    phases.mark("load")
+    time.sleep(0.01)
+    phases.mark("warmup")
+    phases.mark("load")  # a phase met again adds up
+    done = phases.finished()
+    assert done["load"] >= 0.02 and done["warmup"] >= 0.01
+    assert done["load"] + done["warmup"] == pytest.approx(done["total"], abs=1e-9)
+
+
+async def test_prepare_accounts_for_every_second_and_keeps_its_seed(
+        test_settings: Settings, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """In process, warm-up on: the phases sum to the total (within 5 %), and a second start on the same
+    model reads the cost seed the first one timed; another step count is another key, timed anew."""
+    caplog.set_level(logging.INFO, logger="server.core.boot")
+    settings = test_settings.replace(warmup=True, max_batch_size=2, cost_seed_dir=str(tmp_path / "seeds"))
+    for expected, changed in (("timed", settings), ("kept", settings),
+                              ("timed", settings.replace(default_nfe_steps=6))):
+        caplog.clear()
+        metrics = Metrics(CollectorRegistry(), process_collectors=False)
+        runtime = await prepare(changed, metrics)
+        await runtime.batcher.close(drain=False)
+        runtime.voices.close()
+        seconds = {p: metrics.registry.get_sample_value("tts_startup_seconds", {"phase": p})
+                   for p in ("setup", "load", "voices", "warmup", "seed", "ready", "total")}
+        assert all(v is not None for v in seconds.values()), seconds
+        parts = sum(v for p, v in seconds.items() if p != "total")  # type: ignore[misc]
+        assert abs(parts - seconds["total"]) <= 0.05 * seconds["total"], seconds  # type: ignore[operator]
+        warm = next(r for r in caplog.records if r.getMessage() == "model warm")
+        assert warm.seed == expected  # type: ignore[attr-defined]
+    assert len(list((tmp_path / "seeds").glob("cost-seed-*.json"))) == 2
 
 
 @pytest.mark.slow
@@ -122,8 +161,9 @@ async def test_spawned_server_total_matches_process_start_to_ready(tiny_cache: P
             proc.terminate()
             proc.wait(30)
     phases = {p: float(v) for p, v in re.findall(r'^tts_startup_seconds\{phase="(\w+)"\} (\S+)$', text, re.M)}
-    assert set(phases) == {"import", "load", "warmup", "total"}
-    assert phases["import"] + phases["load"] + phases["warmup"] <= phases["total"] + 0.02
+    assert {"import", "setup", "load", "voices", "warmup", "seed", "total"} <= set(phases)
+    parts = sum(v for p, v in phases.items() if p != "total")
+    assert abs(parts - phases["total"]) <= 0.05 * phases["total"]  # every second is in a phase
     # Polled every 0.1 s: the server's own total is at most that poll (plus scheduling) short of ours.
     assert external - 1.0 <= phases["total"] <= external + 0.02
     log_lines = (tmp_path / "server.log").read_text().splitlines()

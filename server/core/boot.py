@@ -12,20 +12,21 @@ import asyncio
 import contextlib
 import ctypes
 import logging
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from batching import MicroBatcher, StepBatcher
-from engine import Engine, SynthesisItem, warmup_batch_sizes
+from batching import CostSample, MicroBatcher, StepBatcher
+from batching.step_worker import time_steps
+from engine import Engine, SynthesisItem, Voice, warmup_batch_sizes
 from engine.step_adapter import EngineStepModel
 from engine.threads import model_executor
 from engine.voices import DEFAULT_VOICE_ID
 from observability import Metrics
-from observability.startup import CLOCK
+from observability.startup import Phases
+from server.core import seed_cache
 from server.core.settings import Settings
 from server.core.voices import VoiceStore
 
@@ -43,7 +44,8 @@ class Runtime:
 
 async def prepare(settings: Settings, metrics: Metrics) -> Runtime:
     """Load the model, prepare voices and warm up. Raises EngineError (or OSError) on failure."""
-    started = CLOCK.begin()  # the process's start when an entry point owns it: totals include imports
+    phases = Phases()  # from the process's start when an entry point owns it: totals include imports
+    phases.mark("setup")
     log.info("loading model", extra={"model": settings.model, "device": settings.device})
     model_thread = model_executor()
     try:
@@ -52,31 +54,67 @@ async def prepare(settings: Settings, metrics: Metrics) -> Runtime:
     except BaseException:
         model_thread.shutdown(wait=False)
         raise
-    metrics.startup_seconds.labels("load").set(engine.load_seconds)
+    phases.mark("load")
     dtype = str(engine.dtype).removeprefix("torch.")
     log.info("model loaded", extra={"seconds": round(engine.load_seconds, 3), "device": str(engine.device),
                                     "dtype": dtype})
-    batcher: AnyBatcher = (  # step: items join between flow steps (#13); request: whole batches
+    batcher: AnyBatcher = (  # step: items join between flow steps; request: whole batches
         StepBatcher(EngineStepModel(engine), settings.batcher_config(), metrics, settings.default_nfe_steps,
                     executor=model_thread, owns_executor=True)
         if settings.scheduler == "step"
         else MicroBatcher(engine, settings.batcher_config(), metrics, executor=model_thread, owns_executor=True))
     voices = VoiceStore(engine, Path(settings.voices_dir) if settings.voices_dir else None,
-                        batcher.call_in_worker, sync_s=settings.voices_sync_s)
+                        batcher.call_in_worker)
     await voices.load()
-    if settings.warmup:  # timed warm-up passes (default voice) seed the batcher's cost model
-        sizes = warmup_batch_sizes(settings.max_batch_size)
-        timings = await batcher.call_in_worker(engine.warmup, sizes, 2, voices.get(DEFAULT_VOICE_ID),
-                                               settings.default_nfe_steps)
-        predicted = batcher.seed_costs(timings)
-        if isinstance(batcher, StepBatcher):  # per-step curve: time single step passes, as it learns live
-            voice = voices.get(DEFAULT_VOICE_ID) or engine.default_voice()
-            warm = [SynthesisItem(text, voice, nfe_steps=settings.default_nfe_steps)  # a short and a long length
-                    for text in ("Hello there.", "The quick brown fox jumps over the lazy dog near the river bank.")]
-            predicted = await batcher.seed_step_costs(warm, sizes)
-        log.info("model warm", extra={"seconds": round(engine.warmup_seconds, 3), "batch_sizes": sizes,
-                                      "predicted_batch_s": predicted})
-    metrics.startup_seconds.labels("warmup").set(engine.warmup_seconds)
+    phases.mark("voices")
+    if settings.warmup:
+        await _warm(settings, engine, batcher, voices.get(DEFAULT_VOICE_ID) or engine.default_voice(), phases)
+    _publish(settings, metrics, engine, dtype)
+    _return_freed_memory()
+    phases.mark("ready")
+    timed = metrics.startup_finished(phases.finished())
+    log.info("startup", extra={f"{phase}_seconds": round(s, 3) for phase, s in timed.items()})
+    return Runtime(engine, batcher, voices)
+
+
+async def _warm(settings: Settings, engine: Engine, batcher: AnyBatcher, voice: Voice, phases: Phases) -> None:
+    """One real pass (every kernel the model runs, the vocoder's included, is then hot), then the cost
+    model's seed: from the previous start on this machine when it matches (``seed_cache``), else timed
+    now (step mode: single step passes; request mode: the engine's whole-batch warm-up) and kept."""
+    short = SynthesisItem("Warming up the model.", voice, nfe_steps=2, seed=0)
+    await batcher.call_in_worker(engine.synthesize, [short])
+    phases.mark("warmup")
+    folder = seed_cache.cache_dir(settings.cost_seed_dir)
+    key = seed_cache.seed_key(
+        model=settings.model, files=[settings.ckpt_file, settings.vocab_file, settings.vocoder_path],
+        device=str(engine.device), dtype=str(engine.dtype), scheduler=settings.scheduler,
+        max_batch_size=settings.max_batch_size, nfe_steps=settings.default_nfe_steps, voice_frames=voice.ref_frames)
+    samples = seed_cache.load(folder, key)
+    source = "kept" if samples is not None else "timed"
+    if samples is None:
+        samples = await _time_costs(settings, engine, batcher, voice)
+        seed_cache.save(folder, key, samples)
+    predicted = (batcher.planner.seed_passes(samples) if isinstance(batcher, StepBatcher)
+                 else batcher.seed_costs(samples))
+    phases.mark("seed")
+    log.info("model warm", extra={"seed": source, "samples": len(samples), "predicted_batch_s": predicted})
+
+
+async def _time_costs(settings: Settings, engine: Engine, batcher: AnyBatcher, voice: Voice) -> list[CostSample]:
+    sizes = warmup_batch_sizes(settings.max_batch_size)
+    steps = settings.default_nfe_steps
+    if isinstance(batcher, MicroBatcher):
+        timed = await batcher.call_in_worker(engine.warmup, sizes, 2, voice, steps)
+        return [CostSample(*sample) for sample in timed]
+    # Step mode: a short chunk at every size, a long one at the ends (how a step grows with length).
+    short = SynthesisItem("Hello there.", voice, nfe_steps=steps)
+    long = SynthesisItem("The quick brown fox jumps over the lazy dog near the river bank.", voice, nfe_steps=steps)
+    model = batcher.model
+    return (await batcher.call_in_worker(time_steps, model, [short], sizes)
+            + await batcher.call_in_worker(time_steps, model, [long], sorted({sizes[0], sizes[-1]})))
+
+
+def _publish(settings: Settings, metrics: Metrics, engine: Engine, dtype: str) -> None:
     metrics.queue_capacity.set(settings.max_queue)
     if engine.device.type == "cuda":
         device = engine.device
@@ -84,11 +122,6 @@ async def prepare(settings: Settings, metrics: Metrics) -> Runtime:
                                  lambda: torch.cuda.memory_reserved(device))
     metrics.build_info.info({"model": settings.model, "device": str(engine.device), "version": VERSION,
                              "dtype": dtype})
-    _return_freed_memory()
-    phases = metrics.startup_finished(CLOCK.import_seconds(), engine.load_seconds, engine.warmup_seconds,
-                                      time.perf_counter() - started)
-    log.info("startup", extra={f"{phase}_seconds": round(s, 3) for phase, s in phases.items()})
-    return Runtime(engine, batcher, voices)
 
 
 def _return_freed_memory() -> None:

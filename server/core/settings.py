@@ -39,7 +39,11 @@ class Settings:
     vocoder_path: str = _opt("local Vocos dir (config.yaml + pytorch_model.bin); empty = hub", default="")
     device: str = _opt("auto, cpu, cuda, cuda:N", default="auto")
     dtype: str = _opt("auto (fp16 on CUDA, fp32 on CPU), float32, float16, bfloat16", default="auto")
-    warmup: bool = _opt("run real inference for each batch size before opening the port", default=True)
+    warmup: bool = _opt("run real inference and seed the scheduler's cost model before opening the port",
+                        default=True)
+    cost_seed_dir: str = _opt("where the cost model's startup timings are kept for the next start on the same "
+                              "model, device, dtype and torch (a match skips re-timing); empty = "
+                              "~/.cache/f5tts-server, off = time at every start", default="")
     default_nfe_steps: int = _opt("flow-matching steps when a request does not say", default=32)
     tiny_cache_dir: str = _opt("where the tiny profile writes its checkpoints; empty = ~/.cache", default="")
     # network
