@@ -2,7 +2,7 @@
 
 F5-TTS decides a chunk's duration from its byte count (reference frames per reference byte, times the
 chunk's bytes) and has no alignment to report, so where a word lies inside the chunk's audio is an
-estimate: each byte of the chunk text gets an equal share of the chunk's samples, and a word spans its
+estimate: each byte of the chunk's spoken text gets an equal share of its samples, and a word spans its
 bytes' shares. Chunk boundaries themselves are exact (the front end counts the samples it sends); only
 the times inside a chunk are estimates, and every ``WordTime`` says so (``estimate=True``).
 
@@ -25,7 +25,7 @@ _WORD = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900
 @dataclass(frozen=True)
 class WordTime:
     word: str
-    char_start: int  # offset of the word in the chunk text (characters, half-open)
+    char_start: int  # offset of the word in the text it was found in (characters, half-open)
     char_end: int
     start: int  # first sample of the word in the stream (24 kHz mono for F5-TTS)
     end: int  # one past its last sample
@@ -37,8 +37,8 @@ class WordTime:
 
 
 def estimate_word_times(text: str, samples: int, start_sample: int = 0) -> list[WordTime]:
-    """Words of ``text`` (one chunk, as synthesised) with estimated sample spans inside ``samples``
-    samples that begin at ``start_sample`` in the stream. Spans are ordered, do not overlap, and lie
+    """Words of ``text`` (one chunk's spoken text, or its text as given) with estimated sample spans
+    inside ``samples`` samples that begin at ``start_sample`` in the stream. Spans are ordered, do not overlap, and lie
     within [start_sample, start_sample + samples]."""
     encoded_len = [len(c.encode("utf-8")) for c in text]
     offsets = [0]
