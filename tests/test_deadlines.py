@@ -1,0 +1,199 @@
+"""Scheduling by the listener's clock: playback deadlines, pauses that never pass a deadline, stalls
+counted, and overload refused at the door (never a response cut off after it started)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+
+import aiohttp
+import orjson
+import pytest
+
+from batching.pausing import Held, plan_round
+from batching.playback import Playback
+from server.core.settings import Settings
+from tests.conftest import LiveServer
+
+LONG_TEXT = ("The first sentence is here to open the stream. A second one follows it, a little longer than the "
+             "first. Then a third sentence makes sure there is more than one chunk. And a fourth one closes it.")
+
+
+# -- the listener's clock (scripted) ------------------------------------------------------------------
+
+def test_deadlines_follow_the_playback_clock() -> None:
+    clock = Playback(first_audio_s=1.0)
+    first, due = clock.submit(10.0, 2.0)
+    assert due == 11.0  # a first chunk: its submission + the target
+    second, due = clock.submit(10.2, 3.0)
+    assert due == 13.0  # needed once the first chunk's 2 s have played from its (target) arrival
+    assert clock.delivered(first, 10.5, 2.0) == 0.0  # first audio at 10.5: the listener runs out at 12.5
+    assert clock.deadline(second, 10.5) == 12.5
+    assert clock.delivered(second, 12.4, 3.0) == 0.0
+    assert clock.stalls == 0 and clock.runs_out == 15.5
+
+
+def test_a_late_later_chunk_is_a_stall_and_a_resumed_stream_is_not() -> None:
+    clock = Playback(first_audio_s=1.0)
+    a, _ = clock.submit(0.0, 1.0)
+    b, _ = clock.submit(0.1, 1.0)
+    clock.delivered(a, 0.5, 1.0)  # plays until 1.5
+    assert clock.delivered(b, 2.0, 1.0) == pytest.approx(0.5)  # 0.5 s of silence heard
+    assert clock.stalls == 1 and clock.silence_s == pytest.approx(0.5)
+    # An incremental stream that waited for text: the listener ran dry before the chunk was even asked for.
+    c, due = clock.submit(10.0, 1.0)
+    assert due == 11.0
+    assert clock.delivered(c, 10.8, 1.0) == 0.0 and clock.stalls == 1
+
+
+# -- pauses between steps (scripted clock, scripted curve) ----------------------------------------------
+
+def linear(frames: list[int] | tuple[int, ...]) -> float:  # a compute-bound step: pausing pays
+    return 0.002 + 1e-5 * sum(frames)
+
+
+def flat(frames: list[int] | tuple[int, ...]) -> float:  # a launch-bound step: an extra row is free
+    return 0.02
+
+
+def simulate(arrivals: list[tuple[float, int, bool, float]], pausing: bool) -> tuple[set[int], int]:
+    """Steps on a scripted clock, planned before every step: (keys of later chunks that finished after
+    their deadline, item-steps paused)."""
+    now, paused, late = 0.0, 0, set()
+    held: dict[int, Held] = {}
+    pending = list(enumerate(arrivals))
+    while pending or held:
+        while pending and pending[0][1][0] <= now:
+            key, (at, frames, first, budget) = pending.pop(0)
+            held[key] = Held(key, frames, 16, at + budget, first)
+        if not held:
+            now = pending[0][1][0]
+            continue
+        plan = plan_round(list(held.values()), now, linear, 0.25)
+        stepping = plan.stepping if pausing else list(held)
+        paused += len(held) - len(stepping)
+        now += linear([held[k].frames for k in stepping])
+        for k in stepping:
+            item = held[k]
+            held[k] = Held(k, item.frames, item.left - 1, item.deadline, item.first)
+            if item.left == 1:
+                del held[k]
+                if not item.first and now > item.deadline:
+                    late.add(k)
+    return late, paused
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_no_item_is_paused_past_its_deadline(seed: int) -> None:
+    """Newcomers (1 s target) arrive among streams playing 0.5-3 s of audio, on a compute-bound curve.
+    Pauses happen, and no later chunk that meets its deadline when nobody is ever paused misses it with
+    pauses: a pause never costs a listener audio."""
+    rng = random.Random(seed)
+    at, arrivals = 0.0, []
+    for _ in range(60):
+        at += rng.expovariate(8.0)
+        first = rng.random() < 0.5
+        arrivals.append((at, rng.choice((300, 500, 700)), first, 1.0 if first else rng.uniform(0.5, 3.0)))
+    late_paused, paused = simulate(arrivals, pausing=True)
+    late_plain, _ = simulate(arrivals, pausing=False)
+    assert paused > 0
+    assert late_paused <= late_plain, (sorted(late_paused - late_plain), sorted(late_plain))
+
+
+def test_nobody_pauses_where_an_extra_row_is_free() -> None:
+    held = [Held(0, 500, 16, 0.5, True), Held(1, 500, 16, 100.0, False)]
+    assert plan_round(held, 0.0, flat, 0.25).paused == []
+    assert plan_round(held, 0.0, linear, 0.25).paused == [1]
+
+
+def test_a_pause_bounds_the_workers_run() -> None:
+    held = [Held(0, 500, 32, 0.5, True), Held(1, 500, 4, 1.0, False)]
+    plan = plan_round(held, 0.0, linear, 0.25)
+    assert plan.paused == [1]
+    # It must resume while its own 4 steps (at today's price, with margin) still fit before its deadline.
+    assert plan.run_s <= 1.0 - 4 * linear([500, 500]) * 1.25 + 1e-9
+
+
+# -- through the server -------------------------------------------------------------------------------
+
+async def ws_stream(session: aiohttp.ClientSession, url: str, text: str, n: int) -> tuple[str, float, int]:
+    """(how it ended: ok / the error code / truncated, seconds to that end, audio frames received)."""
+    started, frames = time.perf_counter(), 0
+    async with session.ws_connect(url) as ws:
+        await ws.send_str(orjson.dumps({"type": "synthesize", "id": f"s{n}", "text": text}).decode())
+        async for message in ws:
+            if message.type == aiohttp.WSMsgType.BINARY:
+                frames += 1
+                continue
+            if message.type != aiohttp.WSMsgType.TEXT:
+                break
+            event = orjson.loads(message.data)
+            if event["type"] == "audio_end":
+                return "ok", time.perf_counter() - started, frames
+            if event["type"] == "error":
+                code = "truncated" if frames else event["code"]
+                return code, time.perf_counter() - started, frames
+    return "truncated", time.perf_counter() - started, frames
+
+
+async def http_speech(session: aiohttp.ClientSession, url: str, text: str) -> tuple[str, float, bool]:
+    """(ok / the refusal's status / truncated, seconds to the status line, a retry hint on a refusal)."""
+    started = time.perf_counter()
+    body = {"model": "tts-1", "input": text, "voice": "alloy", "response_format": "pcm"}
+    async with session.post(url, json=body) as response:
+        status_s = time.perf_counter() - started
+        if response.status != 200:
+            await response.read()
+            return str(response.status), status_s, "Retry-After" in response.headers
+        try:
+            await response.read()
+        except aiohttp.ClientPayloadError:
+            return "truncated", status_s, False
+    return "ok", status_s, False
+
+
+@pytest.mark.slow
+async def test_an_overload_burst_truncates_nothing(start_server, test_settings: Settings) -> None:  # type: ignore[no-untyped-def]
+    """A burst far over capacity, with a small queue and a queue timeout shorter than a stream: every
+    stream either completes or is refused before its first byte, with a retry hint; none is cut off
+    mid-body. (Later chunks used to time out in the queue like newcomers and abort the stream.)"""
+    live: LiveServer = await start_server(test_settings.replace(max_queue=6, queue_timeout_s=0.5, admission=True,
+                                                                admission_ttfa_s=1.0))
+    async with aiohttp.ClientSession() as session:
+        ws = [ws_stream(session, live.ws_url, LONG_TEXT, n) for n in range(16)]
+        http = [http_speech(session, live.url("/v1/audio/speech"), LONG_TEXT) for _ in range(16)]
+        results = await asyncio.gather(*ws, *http)
+    ends = [r[0] for r in results]
+    assert "truncated" not in ends, ends
+    assert ends.count("ok") >= 2, ends
+    assert any(e != "ok" for e in ends), "nothing refused: the burst did not overload the server"
+    refusals = [r for r in results[16:] if r[0] != "ok"]
+    assert all(r[0] in ("429", "503") and r[2] for r in refusals), refusals  # each with Retry-After
+    assert live.metric("tts_stream_stalls_total", transport="ws") >= 0
+
+
+@pytest.mark.slow
+async def test_a_forced_stall_is_counted(start_server, test_settings: Settings, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Once the first chunk is out, every step pass is slowed far past the audio it delivered: the next
+    chunk reaches the listener late, and the server counts the stall and the silence."""
+    live: LiveServer = await start_server(test_settings.replace(scheduler="step"))
+    model = live.state.runtime.batcher.model  # type: ignore[union-attr]
+    step = model.step_isolating
+    slow = asyncio.Event()
+
+    def slowed(keys=None):  # type: ignore[no-untyped-def]
+        if slow.is_set():
+            time.sleep(1.0)
+        return step(keys)
+
+    monkeypatch.setattr(model, "step_isolating", slowed)
+    async with aiohttp.ClientSession() as session, session.ws_connect(live.ws_url) as ws:
+        await ws.send_str(orjson.dumps({"type": "synthesize", "id": "s", "text": LONG_TEXT}).decode())
+        async for message in ws:
+            if message.type == aiohttp.WSMsgType.BINARY:
+                slow.set()
+            elif message.type != aiohttp.WSMsgType.TEXT or orjson.loads(message.data)["type"] in ("audio_end", "error"):
+                break
+    assert live.metric("tts_stream_stalls_total", transport="ws") >= 1
+    assert live.metric("tts_stream_stall_seconds_total", transport="ws") > 0.5
