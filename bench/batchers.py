@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from batching import BatcherConfig, MicroBatcher, NullObserver, StepBatcher, policy
+from bench.emulated import EmulatedEngine
 from engine import Engine, SynthesisItem, Voice, warmup_batch_sizes
 from engine.step_adapter import EngineStepModel
 
@@ -64,7 +65,8 @@ async def make_batchers(engine: Engine, voice: Voice, args: argparse.Namespace, 
     batchers: dict[str, Batcher] = {}
     for name, config in policies(args).items():
         if config.scheduler == "step":
-            step = StepBatcher(EngineStepModel(engine), config, logs[name], seed_steps=args.nfe_steps,
+            model = engine.step_model() if isinstance(engine, EmulatedEngine) else EngineStepModel(engine)
+            step = StepBatcher(model, config, logs[name], seed_steps=args.nfe_steps,
                                executor=thread)  # the one model thread (engine.threads)
             items = [SynthesisItem(WARM_TEXTS[n % 2], voice, nfe_steps=args.nfe_steps, seed=n)
                      for n in range(args.max_batch_size)]

@@ -38,16 +38,19 @@ import random
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
 from batching import MicroBatcher, QueueFullError, StepBatcher, Ticket
+from batching.playback import Playback
 from bench.batchers import EXTRA, POLICIES, SizeLog, make_batchers, policies
 from bench.common import TEXT_MIX, add_engine_args, figure, parser, percentile, print_json, save_png, write_json
+from bench.emulated import EmulatedEngine
 from bench.models import load_engine, reference_voice
 from engine import SAMPLE_RATE, Engine, SynthesisItem, Voice
 from engine.threads import model_executor
@@ -77,6 +80,8 @@ class Workload:
     """Each text of the mix, chunked for this voice."""
     weights: list[int]
     nfe: int
+    seconds: Callable[[SynthesisItem], float]
+    """Audio seconds of an item, known before it runs (its playback deadline's arithmetic)."""
 
     def pick(self, rng: random.Random) -> int:
         return rng.choices(range(len(self.texts)), weights=self.weights)[0]
@@ -86,30 +91,42 @@ class Workload:
         return [SynthesisItem(c, self.voice, nfe_steps=self.nfe, seed=seed + n) for n, c in enumerate(chunks)]
 
 
-async def stream(batcher: Batcher, items: list[SynthesisItem], arrival: float) -> Sample:
-    """One request as ``server.core.stream.Stream`` runs it: a refused first chunk fails the request; a
-    later chunk waits for its predecessor to start, and for room when the queue is full."""
+async def stream(batcher: Batcher, items: list[SynthesisItem], arrival: float, first_audio_s: float = 1.0,
+                 seconds: Callable[[SynthesisItem], float] | None = None) -> Sample:
+    """One request as ``server.core.stream.Stream`` runs it: each chunk submitted with its playback
+    deadline (``batching.playback``), moved as earlier chunks arrive; a refused first chunk fails the
+    request; a later chunk waits for its predecessor to start (it is never refused)."""
+    loop = asyncio.get_running_loop()
+    clock = Playback(first_audio_s)
     tickets: list[Ticket[SynthesisItem]] = []
     done: dict[int, float] = {}
     try:
         for n, item in enumerate(items):
             if tickets:
                 await tickets[-1].started.wait()
-            while True:
-                try:
-                    tickets.append(batcher.submit(item, first=n == 0))
-                    break
-                except QueueFullError as exc:
-                    if n == 0:
-                        return Sample(arrival, False, retry_after_s=exc.retry_after_ms / 1000)
-                    await asyncio.sleep(exc.retry_after_ms / 1000)
-            tickets[-1].future.add_done_callback(functools.partial(finished_at, done, n))
+            length = seconds(item) if seconds is not None else 0.0
+            _, deadline = clock.submit(loop.time(), length)
+            try:
+                tickets.append(batcher.submit(item, first=n == 0, deadline=deadline))
+            except QueueFullError as exc:
+                return Sample(arrival, False, retry_after_s=exc.retry_after_ms / 1000)
+            tickets[-1].future.add_done_callback(functools.partial(_arrived, clock, tickets, done, n, length))
         waves = await asyncio.gather(*(t.future for t in tickets))
     except Exception:  # a timeout or any failure is a failed request, like on the server
         return Sample(arrival, False)
     finished = [done[n] for n in range(len(waves))]
     return Sample(arrival, True, finished[0] - arrival, time.perf_counter() - arrival,
                   stall_s=stall([len(w) / SAMPLE_RATE for w in waves], finished))
+
+
+def _arrived(clock: Playback, tickets: list[Ticket[SynthesisItem]], done: dict[int, float], n: int,
+             length: float, _future: object) -> None:
+    """Chunk ``n`` is ready: the listener's clock moves, and so do the queued chunks' deadlines."""
+    finished_at(done, n, _future)
+    now = asyncio.get_running_loop().time()
+    clock.delivered(n, now, length)
+    for later, ticket in enumerate(tickets[n + 1:], n + 1):
+        ticket.deadline = clock.deadline(later, now)
 
 
 def finished_at(done: dict[int, float], n: int, _future: object) -> None:
@@ -134,7 +151,8 @@ async def open_loop(batcher: Batcher, work: Workload, rate: float, args: argpars
         await asyncio.sleep(gap)
         if time.perf_counter() - started > args.phase_s:
             break
-        tasks.append(asyncio.create_task(stream(batcher, work.items(index, 1000 * n), time.perf_counter())))
+        arrival = time.perf_counter()
+        tasks.append(asyncio.create_task(stream(batcher, work.items(index, 1000 * n), arrival, seconds=work.seconds)))
     return list(await asyncio.gather(*tasks))
 
 
@@ -149,7 +167,7 @@ async def closed_loop(batcher: Batcher, work: Workload,
     async def client(c: int) -> None:
         for r in range(args.closed_requests):
             items, arrival = work.items(work.pick(rng), 100 * c + r), time.perf_counter()
-            while (sample := await stream(batcher, items, arrival)).retry_after_s is not None:
+            while (sample := await stream(batcher, items, arrival, seconds=work.seconds)).retry_after_s is not None:
                 refusals.append(sample.retry_after_s)  # a real client retries when told to
                 await asyncio.sleep(sample.retry_after_s)
             samples.append(sample)
@@ -205,7 +223,8 @@ def summary(samples: list[Sample], wall: float | None = None) -> dict[str, Any]:
 async def bench_voice(engine: Engine, voice: Voice, args: argparse.Namespace,
                       thread: ThreadPoolExecutor) -> dict[str, Any]:
     limit = engine.chunk_limit(voice)
-    work = Workload(voice, [chunk_text(t, limit) for _, t in TEXT_MIX], [w for w, _ in TEXT_MIX], args.nfe_steps)
+    work = Workload(voice, [chunk_text(t, limit) for _, t in TEXT_MIX], [w for w, _ in TEXT_MIX], args.nfe_steps,
+                    engine.audio_seconds)
     logs = {name: SizeLog() for name in policies(args)}
     batchers, timings = await make_batchers(engine, voice, args, thread, logs)
     report: dict[str, Any] = {"voice_s": round(voice.seconds, 2), "warmup": [list(t) for t in timings], "closed": {}}
@@ -250,7 +269,7 @@ async def burst_phase(batchers: dict[str, Batcher], logs: dict[str, SizeLog], wo
     row: dict[str, Any] = {"requests": args.burst}
     for name, batcher in batchers.items():
         started = time.perf_counter()
-        samples = await asyncio.gather(*(stream(batcher, work.items(i, 1000 * n), started)
+        samples = await asyncio.gather(*(stream(batcher, work.items(i, 1000 * n), started, seconds=work.seconds)
                                          for n, i in enumerate(picks)))
         row[name] = summary(list(samples), time.perf_counter() - started) | logs[name].take()
     print(json.dumps({"saturation": row}), file=sys.stderr)
@@ -273,7 +292,12 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
     thread = model_executor()  # load, voices, warm-up and every batcher on one thread, as the server does
     loop = asyncio.get_running_loop()
     with tempfile.TemporaryDirectory() as tmp:
-        engine = await loop.run_in_executor(thread, load_engine, args, Path(tmp))
+        if args.model.startswith("emulated:"):  # the real scheduler on a curve given as data (bench.emulated)
+            tiny = await loop.run_in_executor(thread, load_engine, argparse.Namespace(model="tiny", device="cpu"),
+                                              Path(tmp))
+            engine = cast(Engine, EmulatedEngine(tiny, args.model.removeprefix("emulated:")))  # Engine, duck-typed
+        else:
+            engine = await loop.run_in_executor(thread, load_engine, args, Path(tmp))
     voices: dict[str, Voice] = {"default": await loop.run_in_executor(thread, engine.default_voice),
                                 "1s": await loop.run_in_executor(thread, reference_voice, engine, 1.0)}
     report: dict[str, Any] = {"model": args.model, "device": str(engine.device), "nfe_steps": args.nfe_steps,
