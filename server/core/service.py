@@ -20,6 +20,7 @@ from server.core.feed import TextFeed
 from server.core.pieces import PieceMaker, chunk_speed, is_ssml
 from server.core.settings import Settings
 from server.core.stream import Stream
+from text.errors import InvalidTextError
 from text.ssml import SSMLError
 
 log = logging.getLogger(__name__)
@@ -173,5 +174,5 @@ class Service:
     def _check_speakable(self, item: SynthesisItem) -> None:
         try:
             self.runtime.engine.validate(item)
-        except EngineError as exc:
+        except (EngineError, InvalidTextError) as exc:  # nothing speakable: text.errors, not the engine's
             raise ServiceError("bad_request", str(exc), param="input", detail="invalid_input") from None
