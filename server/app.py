@@ -15,6 +15,7 @@ from aiohttp import WSCloseCode, web
 from prometheus_client import CollectorRegistry
 
 from observability import Metrics
+from server.agents.routes import setup as add_agent_routes
 from server.core.boot import prepare
 from server.core.guard import GuardedSite, bind, fd_budget
 from server.core.service import Service
@@ -47,6 +48,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     app.router.add_routes(openai_routes)
     app.router.add_routes(catalog_routes)
     app.router.add_get("/v1/stream", stream_handler)
+    add_agent_routes(app)  # Cartesia- and ElevenLabs-compatible endpoints
     add_playground(app)
     app.cleanup_ctx.append(runtime)
     app.on_shutdown.append(drain)

@@ -23,7 +23,8 @@ def auth_middleware(api_key: str) -> web.middleware:  # type: ignore[valid-type]
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if api_key and request.path.startswith("/v1/"):
+        # The ElevenLabs-compatible routes check their own header (xi-api-key) and answer in their shape.
+        if api_key and request.path.startswith("/v1/") and not request.path.startswith("/v1/text-to-speech/"):
             given = presented_key(request).encode()
             if not hmac.compare_digest(given, expected):
                 return error_response(401, "unauthorized", "missing or wrong API key",
