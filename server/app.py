@@ -77,6 +77,19 @@ async def runtime(app: web.Application) -> AsyncIterator[None]:
         state.service.attach(None)
 
 
+async def leave_rotation(app: web.Application, delay_s: float, cut_short: asyncio.Event) -> None:
+    """SIGTERM's first step: readiness goes off, so load balancers stop sending new work, while what still
+    arrives is served for ``delay_s`` (the time a balancer needs to notice; refusing it would fail requests
+    a rolling restart should not lose). ``cut_short`` (SIGINT) ends the wait."""
+    state = app[STATE]
+    state.leaving = True
+    state.ready = False
+    state.metrics.ready.set(0)
+    log.info("leaving rotation", extra={"drain_delay_s": delay_s, "active_streams": state.service.active})
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(cut_short.wait(), delay_s)
+
+
 async def drain(app: web.Application) -> None:
     """SIGTERM (the app's shutdown signal): readiness off and new streams refused at once; in-flight
     streams get the grace period; then every socket closes with 1001 (going away). Idempotent."""
@@ -120,11 +133,18 @@ async def start_site(app: web.Application, host: str, port: int,
 
 async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
     """Run until SIGTERM/SIGINT (or ``stop``). Startup errors propagate to the caller; a signal during
-    startup stops it cleanly."""
-    stop = stop or asyncio.Event()
+    startup stops it cleanly. SIGTERM leaves the balancer's rotation for ``--drain-delay-s`` before the
+    drain; SIGINT (Ctrl-C at a terminal, or a second signal) skips that wait."""
+    stop, interrupted = stop or asyncio.Event(), asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def on_signal(sig: signal.Signals) -> None:
+        if sig == signal.SIGINT or stop.is_set():
+            interrupted.set()  # someone at a terminal, or a second signal: no drain delay
+        stop.set()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal, sig)
     sock = bind(settings.host, settings.port)
     app = create_app(settings)
     async with _health_port(app, settings):
@@ -142,6 +162,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
         try:
             log.info("listening", extra={"host": settings.host, "port": port})
             await stop.wait()
+            await leave_rotation(app, settings.drain_delay_s, interrupted)  # readiness off, still serving
             await app.shutdown()  # drain while still listening, so late clients hear "shutting_down"
         finally:
             await runner.cleanup()

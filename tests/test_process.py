@@ -36,7 +36,8 @@ def server_process(tiny_cache: Path, tmp_path: Path) -> Iterator[tuple[subproces
     log = (tmp_path / "server.log").open("w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "server", "--model", "tiny", "--host", "127.0.0.1", "--port", str(port),
-         "--voices-dir", str(tmp_path / "voices"), "--shutdown-grace-s", "20"],
+         "--voices-dir", str(tmp_path / "voices"), "--shutdown-grace-s", "20",
+         "--drain-delay-s", "0"],  # refusal at once: the delay before it is tests/test_fleet.py's
         cwd=ROOT, env=server_env(tiny_cache), stdout=log, stderr=subprocess.STDOUT, text=True)
     yield proc, port
     if proc.poll() is None:

@@ -102,7 +102,11 @@ class Settings:
     idle_timeout_s: float = _opt("close a WebSocket with no stream and no synthesis message for this long",
                                  default=300.0)
     heartbeat_s: float = _opt("WebSocket ping interval (0 = off)", default=30.0)
-    shutdown_grace_s: float = _opt("on SIGTERM, how long in-flight streams may finish", default=30.0)
+    drain_delay_s: float = _opt("on SIGTERM, readiness goes off at once but new streams are still accepted for this "
+                                "long, so a load balancer stops sending before any is refused (what a Kubernetes "
+                                "preStop sleep is for); SIGINT skips it", default=5.0)
+    shutdown_grace_s: float = _opt("on SIGTERM, after the drain delay, how long in-flight streams may finish",
+                                   default=30.0)
     # observability
     latency_budget_s: float = _opt("requests slower than this count in tts_latency_budget_exceeded_total",
                                    default=3.0)
@@ -216,8 +220,8 @@ def _validate(settings: Settings, parser: argparse.ArgumentParser) -> None:
         parser.error("--admission-ttfa-s and --first-audio-s must be positive")
     if settings.max_spoken_chars < 0:
         parser.error("--max-spoken-chars must not be negative (0: three times --max-text-chars)")
-    if settings.voices_sync_s <= 0:
-        parser.error("--voices-sync-s must be positive")
+    if settings.voices_sync_s <= 0 or settings.drain_delay_s < 0:
+        parser.error("--voices-sync-s must be positive and --drain-delay-s not negative")
     if settings.log_format not in ("text", "json"):
         parser.error("--log-format must be text or json")
     try:

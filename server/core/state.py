@@ -29,6 +29,9 @@ class AppState:
     service: Service
     connections: set[Connection] = field(default_factory=set)
     ready: bool = False
+    leaving: bool = False
+    """SIGTERM arrived: readiness is off, so balancers stop sending, while new streams are still served for
+    the drain delay; ``draining`` (refusing new work) follows."""
 
     @property
     def runtime(self) -> Runtime:

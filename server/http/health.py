@@ -17,15 +17,15 @@ async def healthz(request: web.Request) -> web.Response:
 @routes.get("/readyz")
 async def readyz(request: web.Request) -> web.Response:
     state = request.app[STATE]
-    if state.ready and not state.draining:
+    if state.ready and not state.draining and not state.leaving:
         return web.json_response({"status": "ready"})
-    reason = "shutting_down" if state.draining else "starting"
+    reason = "shutting_down" if state.draining or state.leaving else "starting"
     return web.json_response({"status": reason}, status=503)
 
 
 def ping_response(state: AppState) -> web.Response:
     """RunPod load balancing: 200 ready, 204 still loading or warming, 503 draining."""
-    if state.draining:
+    if state.draining or state.leaving:
         return web.json_response({"status": "shutting_down"}, status=503)
     if not state.ready:
         return web.Response(status=204)
