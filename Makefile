@@ -19,6 +19,18 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
+# The agent client libraries (Cartesia and ElevenLabs SDKs, Pipecat, LiveKit Agents) pin what the server's
+# tree cannot share (Pipecat's protobuf): their own venv, re-installed only when their constraints change.
+CLIENTS_VENV ?= .venv-clients
+CLIENTS_STAMP := $(CLIENTS_VENV)/.installed
+$(CLIENTS_STAMP): tests/clients/constraints.txt
+	test -x $(CLIENTS_VENV)/bin/python || $(PYTHON) -m venv $(CLIENTS_VENV)
+	$(CLIENTS_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(CLIENTS_VENV)/bin/python -m pip install --quiet -r tests/clients/constraints.txt
+	touch $@
+
+clients: $(CLIENTS_STAMP)
+
 # Test tools from Debian: promtool (package prometheus) checks the alert rules and the /metrics output;
 # shellcheck checks the container's start script; chromium runs the playground's browser tests (Playwright
 # drives Debian's build: browser downloads are not possible here); haproxy fronts the fleet tests' replicas
@@ -42,7 +54,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(PY) -m mypy engine text batching server observability bench f5tts_client tests/kustomize.py
 
-unit: $(STAMP) tools
+unit: $(STAMP) tools clients
 	$(PY) -m pytest -q
 
 test: lint typecheck unit

@@ -8,13 +8,15 @@ at zero in every audio message, so that each message's characters tile exactly i
 
 from __future__ import annotations
 
+import re
 from collections import deque
 from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any
 
 from server.core.events import ChunkMarks
-from text.marks import estimate_word_times
+
+_TOKEN = re.compile(r"\S+")
 
 
 def words_of(marks: ChunkMarks, normalized: bool) -> str:
@@ -24,11 +26,15 @@ def words_of(marks: ChunkMarks, normalized: bool) -> str:
 
 
 def word_timestamps(marks: ChunkMarks, sample_rate: int, normalized: bool) -> dict[str, list[object]]:
-    """Cartesia's ``word_timestamps``: ``{"words", "start", "end"}``, seconds from the context's start."""
+    """Cartesia's ``word_timestamps``: ``{"words", "start", "end"}``, seconds from the context's start.
+    Words are the whitespace-separated tokens of the text, punctuation attached, as Cartesia reports them
+    (LiveKit matches them against the text it sent)."""
     text = words_of(marks, normalized)
-    words = estimate_word_times(text, marks.end_sample - marks.start_sample, marks.start_sample)
-    return {"words": [w.word for w in words], "start": [round(w.start / sample_rate, 4) for w in words],
-            "end": [round(w.end / sample_rate, 4) for w in words]}
+    samples = marks.end_sample - marks.start_sample
+    at = [*char_starts(text, samples, marks.start_sample), marks.end_sample]
+    tokens = list(_TOKEN.finditer(text))
+    return {"words": [t.group() for t in tokens], "start": [round(at[t.start()] / sample_rate, 4) for t in tokens],
+            "end": [round(at[t.end()] / sample_rate, 4) for t in tokens]}
 
 
 def char_starts(text: str, samples: int, start: int) -> list[int]:
