@@ -139,9 +139,10 @@ def test_budget_counter_and_startup_phases() -> None:
 async def test_startup_phases_recorded_once(busy: LiveServer) -> None:
     text = await scrape(busy)
     phases = re.findall(r'^tts_startup_seconds\{phase="(\w+)"\} ([0-9.e-]+)$', text, re.M)
-    assert sorted(p for p, _ in phases) == ["load", "total", "warmup"]
+    assert sorted(p for p, _ in phases) == ["load", "ready", "setup", "total", "voices"]  # warm-up off here
     values = {p: float(v) for p, v in phases}
     assert 0 < values["load"] <= values["total"]
+    assert sum(v for p, v in values.items() if p != "total") == pytest.approx(values["total"], rel=0.05)
 
 
 def test_json_log_lines_carry_context() -> None:
