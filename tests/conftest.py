@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
+import os
+import subprocess
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from prometheus_client import CollectorRegistry
 
+from bench.common import free_port as free_port  # one definition for benches and tests
 from engine import Engine, EngineConfig, Voice
 from server.app import create_app
 from server.core.settings import Settings
@@ -52,10 +54,31 @@ def voice_zh(engine: Engine) -> Voice:
 
 # -- helpers ------------------------------------------------------------------------------------------------
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def server_env(tiny_cache: Path, **extra: str) -> dict[str, str]:
+    """Environment for a ``python -m server`` child: this process's, minus any ``TTS_*`` setting, plus the
+    tiny profile's cache and the suite's small defaults."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TTS_")}
+    env.update({"TTS_TINY_CACHE_DIR": str(tiny_cache), "TTS_DEFAULT_NFE_STEPS": "4", "TTS_MAX_BATCH_SIZE": "4",
+                "PYTHONUNBUFFERED": "1", **extra})
+    return env
+
+
+async def wait_ready(proc: subprocess.Popen[str], port: int, timeout: float = 90) -> list[int]:
+    """Poll a child server's /readyz until 200; returns every status seen (connection refused is not one)."""
+    seen: list[int] = []
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as session:
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, "server exited during startup"
+            try:
+                async with session.get(f"http://127.0.0.1:{port}/readyz") as response:
+                    seen.append(response.status)
+                    if response.status == 200:
+                        return seen
+            except aiohttp.ClientConnectionError:
+                pass
+            await asyncio.sleep(0.1)
+    raise AssertionError("server never became ready")
 
 
 async def wait_until(check: Callable[[], bool], timeout: float = 10.0, interval: float = 0.02) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import socket
 import subprocess
@@ -16,18 +15,11 @@ import aiohttp
 import pytest
 
 from f5tts_client import TTSClient
-from tests.conftest import free_port
+from tests.conftest import free_port, server_env, wait_ready
 
 pytestmark = pytest.mark.slow  # every test starts a server process
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def server_env(tiny_cache: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TTS_")}
-    env.update({"TTS_TINY_CACHE_DIR": str(tiny_cache), "TTS_DEFAULT_NFE_STEPS": "4", "TTS_MAX_BATCH_SIZE": "4",
-                "PYTHONUNBUFFERED": "1", **extra})
-    return env
 
 
 @pytest.fixture
@@ -44,24 +36,6 @@ def server_process(tiny_cache: Path, tmp_path: Path) -> Iterator[tuple[subproces
         proc.kill()
     proc.wait(10)
     log.close()
-
-
-async def wait_ready(proc: subprocess.Popen[str], port: int, timeout: float = 90) -> list[int]:
-    """Poll /readyz until 200; returns every status seen (connection refused is not a status)."""
-    seen: list[int] = []
-    deadline = time.monotonic() + timeout
-    async with aiohttp.ClientSession() as session:
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, "server exited during startup"
-            try:
-                async with session.get(f"http://127.0.0.1:{port}/readyz") as response:
-                    seen.append(response.status)
-                    if response.status == 200:
-                        return seen
-            except aiohttp.ClientConnectionError:
-                pass
-            await asyncio.sleep(0.1)
-    raise AssertionError("server never became ready")
 
 
 async def test_real_process_is_warm_before_it_listens_and_streams(server_process, tmp_path) -> None:  # type: ignore[no-untyped-def]
