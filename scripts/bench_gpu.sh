@@ -6,7 +6,7 @@
 #
 #   bash scripts/bench_gpu.sh            # MODEL=F5TTS_v1_Base DEVICE=cuda by default
 #
-# bench_server.py has no --random-weights (it loads through Settings, which would fetch the released
+# bench.server has no --random-weights (it loads through Settings, which would fetch the released
 # checkpoint), so it runs on the tiny profile here: its figures are the server's overhead, not the model's.
 set -euo pipefail
 
