@@ -57,12 +57,12 @@ class Heard:
 
 
 async def speak_ws(session: aiohttp.ClientSession, url: str, voice: str, text: str,
-                   playing: asyncio.Event | None = None) -> Heard:
+                   playing: asyncio.Event | None = None, nfe: int = NFE) -> Heard:
     """One stream on its own WebSocket (so a balancer places each stream afresh)."""
     heard = Heard()
     try:
         async with session.ws_connect(f"{url.replace('http', 'ws', 1)}/v1/stream") as ws:
-            await ws.send_json({"type": "synthesize", "id": "s", "text": text, "voice": voice, "nfe_steps": NFE,
+            await ws.send_json({"type": "synthesize", "id": "s", "text": text, "voice": voice, "nfe_steps": nfe,
                                 "seed": 1})
             async for message in ws:
                 if message.type == aiohttp.WSMsgType.BINARY:
@@ -114,6 +114,8 @@ class Fleet:
         self.procs: list[subprocess.Popen[bytes] | None] = [None] * size
         self.lb_port, self.stats_port = free_port(), free_port()
         self.balancer: subprocess.Popen[bytes] | None = None
+        self.figures: dict[str, Any] = {}
+        """What the tests measured, written to ``<root>/figures.json`` at the end (docs/scaling.md quotes it)."""
 
     @property
     def lb_url(self) -> str:
@@ -163,6 +165,11 @@ class Fleet:
     def running(self) -> list[int]:
         return [index for index, proc in enumerate(self.procs) if proc is not None and proc.poll() is None]
 
+    def write_figures(self) -> Path:
+        path = self.root / "figures.json"
+        path.write_bytes(orjson.dumps(self.figures, option=orjson.OPT_INDENT_2))
+        return path
+
     def stop(self) -> None:
         for proc in [*self.procs, self.balancer]:
             if proc is not None and proc.poll() is None:
@@ -181,6 +188,21 @@ class Fleet:
         rows = csv.DictReader(io.StringIO(text))
         return {row["svname"]: row["status"] for row in rows
                 if row["pxname"] == "replicas" and row["svname"].startswith("replica")}
+
+    async def until_down(self, index: int, timeout: float = 10.0) -> float:
+        """When the balancer first counted a replica out (polled every 50 ms)."""
+        deadline = time.monotonic() + timeout
+        while not (await self.balancer_states()).get(f"replica{index + 1}", "").startswith("DOWN"):
+            assert time.monotonic() < deadline, f"the balancer still sends to replica {index + 1}"
+            await asyncio.sleep(0.05)
+        return time.monotonic()
+
+    async def until_busy(self, index: int, timeout: float = 30.0) -> None:
+        """Until a replica has a stream in flight (polled every 50 ms)."""
+        deadline = time.monotonic() + timeout
+        while await self.inflight(index) == 0:
+            assert time.monotonic() < deadline, f"replica {index + 1} got no stream"
+            await asyncio.sleep(0.05)
 
     async def readiness(self, index: int) -> int:
         async with aiohttp.ClientSession() as session, session.get(f"{self.replica_url(index)}/readyz") as r:

@@ -17,6 +17,7 @@ import aiohttp
 import pytest
 
 from tests.audio import EN_TRANSCRIPT, encode, english_clip
+from tests.conftest import wait_until
 from tests.fleet import DRAIN_DELAY_S, Fleet, Heard, haproxy_binary, speak_http, speak_ws
 
 pytestmark = pytest.mark.slow
@@ -40,6 +41,7 @@ def fleet(tiny_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         yield fleet
     finally:
         fleet.stop()
+        print(f"fleet figures: {fleet.write_figures()}")
 
 
 async def upload(session: aiohttp.ClientSession, url: str, voice_id: str) -> int:
@@ -65,6 +67,7 @@ async def test_upload_then_speak_through_the_balancer_on_every_replica(fleet: Fl
     assert [h.failure for h in heard if not h.ok] == []
     served = [(await fleet.outcomes(i))["ok"] - before[i]["ok"] for i in range(fleet.size)]
     assert sum(served) == 20 and min(served) > 0, served  # every replica spoke the voice only one had made
+    fleet.figures["upload_then_speak"] = {"requests": len(heard), "failed": 0, "served_by_replica": served}
 
 
 async def test_a_voice_deleted_through_one_replica_is_refused_by_all_within_two_seconds(fleet: Fleet) -> None:
@@ -78,6 +81,7 @@ async def test_a_voice_deleted_through_one_replica_is_refused_by_all_within_two_
         deleted = time.monotonic()
         refused_after = await asyncio.gather(*(fleet.until_refused(session, i, "doomed") for i in range(fleet.size)))
         assert max(at - deleted for at in refused_after) <= 2.0, [at - deleted for at in refused_after]
+        fleet.figures["delete"] = {"refused_after_s": [round(at - deleted, 3) for at in refused_after]}
         for i in range(fleet.size):
             heard = await speak_http(session, fleet.replica_url(i), "doomed", "Gone now.")
             assert heard.error == "voice_not_found"  # the OpenAI route's code for unknown_voice
@@ -88,11 +92,11 @@ async def test_rolling_restart_under_load_loses_no_stream(fleet: Fleet) -> None:
     async with aiohttp.ClientSession() as session:
         assert await upload(session, fleet.lb_url, "rolling") in (201, 409)
         playing = [asyncio.Event() for _ in range(4)]
-        streams = [asyncio.create_task(speak_ws(session, fleet.lb_url, "rolling", LONG, playing=p)) for p in playing]
-        await asyncio.wait_for(asyncio.gather(*(p.wait() for p in playing)), 30)
-        assert await fleet.inflight(0) > 0  # the replica about to restart has streams in flight
+        streams = [asyncio.create_task(speak_ws(session, fleet.lb_url, "rolling", LONG, p)) for p in playing]
+        await fleet.until_busy(0)  # the replica about to restart has a stream in flight
         fleet.procs[0].send_signal(signal.SIGTERM)  # type: ignore[union-attr]
         stopped = time.monotonic()
+        down = asyncio.create_task(fleet.until_down(0))
         assert await fleet.readiness(0) == 503  # at once
         # it still serves what a balancer sends before it notices...
         late = asyncio.create_task(speak_ws(session, fleet.replica_url(0), "rolling", "Late but served."))
@@ -107,6 +111,9 @@ async def test_rolling_restart_under_load_loses_no_stream(fleet: Fleet) -> None:
         assert (await late).ok and refused.error == "shutting_down"
     assert [h.failure for h in heard if not h.ok] == []
     assert await asyncio.to_thread(fleet.procs[0].wait, 30) == 0  # type: ignore[union-attr]
+    fleet.figures["rolling_restart"] = {
+        "streams": len(heard), "failed": 0, "balancer_out_after_s": round(await down - stopped, 3),
+        "drain_delay_s": DRAIN_DELAY_S, "exited_within_s": round(time.monotonic() - stopped, 3)}
 
 
 async def test_replica_loss_ends_its_streams_cleanly_and_a_retry_succeeds(fleet: Fleet) -> None:
@@ -116,11 +123,12 @@ async def test_replica_loss_ends_its_streams_cleanly_and_a_retry_succeeds(fleet:
         survivors = [i for i in fleet.running() if i != 1]
         survivors_before = [await fleet.outcomes(i) for i in survivors]
         playing = [asyncio.Event() for _ in range(4)]
-        streams = [asyncio.create_task(speak_ws(session, fleet.lb_url, "lossy", LONG, playing=p)) for p in playing]
-        await asyncio.wait_for(asyncio.gather(*(p.wait() for p in playing)), 30)
-        assert await fleet.inflight(1) > 0
+        streams = [asyncio.create_task(speak_ws(session, fleet.lb_url, "lossy", LONG, p)) for p in playing]
+        await wait_until(lambda: any(p.is_set() for p in playing), timeout=30)
+        await fleet.until_busy(1)  # mid-stream: audio is flowing and the victim has a stream in flight
         fleet.procs[1].kill()  # type: ignore[union-attr]
         killed = time.monotonic()
+        down = asyncio.create_task(fleet.until_down(1))
         heard = await asyncio.wait_for(asyncio.gather(*streams), 60)  # none hangs
         lost = [h for h in heard if not h.ok]
         assert lost and all(h.closed for h in lost), [h.failure for h in lost]
@@ -131,4 +139,7 @@ async def test_replica_loss_ends_its_streams_cleanly_and_a_retry_succeeds(fleet:
         for index, before in zip(survivors, survivors_before, strict=True):
             assert await fleet.inflight(index) == 0
             served += await fleet.outcomes(index) - before
+        fleet.figures["replica_loss"] = {
+            "streams": len(heard), "lost": len(lost), "close_seen_after_s": [round(h.ended - killed, 3) for h in lost],
+            "retries": len(retried), "retries_failed": 0, "balancer_out_after_s": round(await down - killed, 3)}
     assert served == Counter({"ok": len(heard) - len(lost) + len(retried)}), served
