@@ -9,6 +9,13 @@ queued + in-flight work as the deployed Prometheus query does (seen `metric_lag_
 ceil(work / target) replicas (HPA AverageValue, 10 % tolerance, stabilisation windows, scale-up step
 limit); a new replica takes `warmup_s` before it serves; a removed one finishes its queue first.
 
+Rolling restarts and scale-down lose nothing, as the server behaves behind a balancer: a replica told to
+stop leaves routing while it still accepts work (`--drain-delay-s` outlasts the balancer's health
+checks), then finishes what it holds; so a removed replica here gets no new arrivals and drains its
+queue. A replica lost outright (a crash, kill -9) is not modelled: its in-flight streams end with a close
+their clients see at once, and their retries through the balancer succeed on the others, so a loss
+costs those requests one retry each. docs/scaling.md gives the figures `tests/test_fleet.py` measures.
+
 The loop advances one batch at a time (not one request), so an hour at 1000 req/s takes seconds.
 
     python -m bench.capacity_sim --rate 20 --duration-s 3600 --min 1 --max 16 --target 12
