@@ -74,3 +74,22 @@ async def test_livekit_plugin(agent_server: LiveServer, plugin: str) -> None:
     # ElevenLabs restarts character times at zero in every audio message (Pipecat adds them up); LiveKit's
     # plugin reads them as times from the context's start, so its word times restart with each message.
     assert agent_server.metric("tts_requests_total", transport=plugin, outcome="ok") >= 1
+
+
+@pytest.mark.parametrize("service", ["cartesia", "elevenlabs"])
+async def test_pipecat_service(agent_server: LiveServer, service: str) -> None:
+    result = await run_client(agent_server, "pipecat_tts.py", service)
+    rate = result["sample_rate"]
+    assert result["contexts"] == 3 and result["first_samples"] / rate > 0.5
+    words = result["first_words"]
+    assert " ".join(w for w, _ in words).split() == SENT.split()
+    times = [t for _, t in words]
+    assert times == sorted(times) and times[-1] - times[0] < result["first_samples"] / rate
+    # The interrupted reply had audio, then none of it reached the pipeline after the interruption
+    # (pipecat drops the context's queue at once; the server stops sending it).
+    assert result["cut_samples"] > 0 and result["cut_late_samples"] == 0
+    assert result["after_samples"] / rate > 0.3 and [w for w, _ in result["after_words"]]
+    # Pipecat cancels a Cartesia context; on the ElevenLabs wire it can only close it (close_context ends
+    # its input, so the server finishes it and pipecat drops that audio).
+    outcome = "cancelled" if service == "cartesia" else "ok"
+    assert agent_server.metric("tts_requests_total", transport=service, outcome=outcome) >= 1
