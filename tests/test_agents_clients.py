@@ -93,3 +93,17 @@ async def test_pipecat_service(agent_server: LiveServer, service: str) -> None:
     # its input, so the server finishes it and pipecat drops that audio).
     outcome = "cancelled" if service == "cartesia" else "ok"
     assert agent_server.metric("tts_requests_total", transport=service, outcome=outcome) >= 1
+
+
+async def test_elevenlabs_sdk_http(agent_server: LiveServer) -> None:
+    result = await run_client(agent_server, "elevenlabs_sdk.py")
+    sizes = result["sizes"]
+    for method in ("convert", "stream"):
+        pcm, ulaw = sizes[f"{method}_pcm_16000"], sizes[f"{method}_ulaw_8000"]
+        assert pcm / 2 / 16000 > 0.5 and pcm % 2 == 0
+        assert abs(ulaw / 8000 - pcm / 2 / 16000) < 0.01  # one byte a sample, the same duration
+    status, body = result["refusal"]
+    assert status == 400 and body["detail"]["status"] == "unknown_voice"  # the SDK's ApiError, with our code
+    status, body = result["unauthorized"]
+    assert status == 401 and body["detail"]["status"] == "unauthorized"
+    assert agent_server.metric("tts_requests_total", transport="elevenlabs", outcome="ok") == 4
