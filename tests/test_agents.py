@@ -9,6 +9,7 @@ from typing import Any
 
 import aiohttp
 import numpy as np
+import pytest
 import soxr
 
 from tests.conftest import LiveServer
@@ -38,6 +39,7 @@ def cartesia_message(context_id: str, transcript: str, cont: bool, **extra: Any)
             "voice": VOICE, "output_format": PCM24, "add_timestamps": True, **extra}
 
 
+@pytest.mark.slow
 async def test_cartesia_incremental_context_streams_words_that_tile_the_audio(live_en: LiveServer) -> None:
     url = live_en.url("/tts/websocket?cartesia_version=2025-04-16", ws=True)
     async with aiohttp.ClientSession() as session, session.ws_connect(url) as ws:
@@ -56,6 +58,7 @@ async def test_cartesia_incremental_context_streams_words_that_tile_the_audio(li
     assert live_en.metric("tts_requests_total", transport="cartesia", outcome="ok") == 1
 
 
+@pytest.mark.slow
 async def test_cartesia_cancel_stops_a_context_and_the_socket_goes_on(live_en: LiveServer) -> None:
     url = live_en.url("/tts/websocket", ws=True)
     async with aiohttp.ClientSession() as session, session.ws_connect(url) as ws:
@@ -73,6 +76,7 @@ async def test_cartesia_cancel_stops_a_context_and_the_socket_goes_on(live_en: L
     assert audio_a <= first_stretch_end * 24000 + 12000 + 2400
 
 
+@pytest.mark.slow
 async def test_cartesia_refusals_in_its_shape(live_en: LiveServer) -> None:
     url = live_en.url("/tts/websocket", ws=True)
     async with aiohttp.ClientSession() as session, session.ws_connect(url) as ws:
@@ -87,6 +91,7 @@ async def test_cartesia_refusals_in_its_shape(live_en: LiveServer) -> None:
     assert fine[-1]["type"] == "done"
 
 
+@pytest.mark.slow
 async def test_elevenlabs_multi_stream_alignment_tiles_each_message(live_en: LiveServer) -> None:
     url = live_en.url("/v1/text-to-speech/en/multi-stream-input?model_id=eleven_flash_v2_5&output_format=pcm_16000",
                       ws=True)

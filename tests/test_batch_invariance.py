@@ -9,6 +9,8 @@ import pytest
 
 from engine import Engine, EngineConfig, SynthesisItem, Voice
 
+pytestmark = pytest.mark.slow  # every test here runs the model for seconds
+
 TEXTS = [
     "Hi.",
     "A somewhat longer sentence to pad the batch.",

@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 
 import numpy as np
+import pytest
 
 from batching import BatcherConfig, MicroBatcher
 from engine import Engine, SynthesisItem, Voice
 from tests.fakes import RecordingObserver
+
+pytestmark = pytest.mark.slow  # every test here runs the model for seconds
 
 TEXTS = ["Hi.", "A longer sentence for the batch.", "Short one.", "Quite a bit longer text than the rest here.",
          "Mid length.", "Seven words make up this sentence.", "One two three.", "Last one, with a comma."]

@@ -21,6 +21,7 @@ def poisson(rate: float, duration: float, seed: int = 0) -> np.ndarray:
     return sim.arrivals(rate, duration, "constant", np.random.default_rng(seed), 86_400.0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("rho", [0.5, 0.8])
 def test_one_replica_reproduces_md1_mean_wait(rho: float) -> None:
     service = 0.01
@@ -43,6 +44,7 @@ def test_queue_cap_refuses_and_batches_follow_the_curve() -> None:
     assert sim.batch_seconds({1: 0.2, 4: 0.8}, 6)[1:] == pytest.approx([0.2, 0.4, 0.6, 0.8, 1.0, 1.2])
 
 
+@pytest.mark.slow
 def test_autoscaler_adds_replicas_under_load_and_keeps_them_through_the_window() -> None:
     fleet = sim.Fleet(curve=sim.CURVES["cpu-1s-voice"], min_replicas=1, max_replicas=20, target=12,
                       warmup_s=60, down_window_s=600)
@@ -65,6 +67,7 @@ def test_warmup_delays_capacity() -> None:
     assert sim.simulate(slow, times, 1200.0)["refused"] > sim.simulate(fast, times, 1200.0)["refused"]
 
 
+@pytest.mark.slow
 def test_1000_requests_per_second_is_fast() -> None:
     """A quarter of the hour the docs quote (about 2 s for the hour on the development machine)."""
     started = time.perf_counter()

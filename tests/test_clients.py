@@ -43,6 +43,7 @@ def decodable(data: bytes) -> int:
         return sum(frame.samples for frame in container.decode(audio=0))
 
 
+@pytest.mark.slow
 async def test_openai_sdk_with_openai_voice_names(live: LiveServer) -> None:
     async with sdk(live) as client:
         assert (await client.models.retrieve("tts-1")).id == "tts-1"
@@ -208,6 +209,7 @@ def _run(strategy: Any, examples: int, check: Any) -> None:
     run()
 
 
+@pytest.mark.slow
 async def test_schemathesis_conformance_with_openai_spec(live: LiveServer) -> None:
     failures = await asyncio.to_thread(_conformance, live.url("/v1"))
     assert not failures, "\n".join(failures)

@@ -119,6 +119,7 @@ def test_phases_are_contiguous() -> None:
     assert done["load"] + done["warmup"] == pytest.approx(done["total"], abs=1e-9)
 
 
+@pytest.mark.slow
 async def test_prepare_accounts_for_every_second_and_keeps_its_seed(
         test_settings: Settings, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """In process, warm-up on: the phases sum to the total (within 5 %), and a second start on the same

@@ -38,6 +38,7 @@ def upstream(engine: Engine, upload: Path, text: str, seed: int, nfe: int) -> np
     return np.asarray(wave, dtype=np.float32)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("rate", [24_000, 16_000])
 @pytest.mark.parametrize("text", ["I don't really care what you call me.", "Hi!"])
 def test_single_request_matches_upstream(engine: Engine, tmp_path: Path, rate: int, text: str) -> None:
@@ -52,6 +53,7 @@ def test_single_request_matches_upstream(engine: Engine, tmp_path: Path, rate: i
     assert rel_l2(ours, theirs) <= 1e-4
 
 
+@pytest.mark.slow
 def test_parity_is_not_vacuous(engine: Engine, tmp_path: Path) -> None:
     """The same comparison with another seed must fail, or the parity test proves nothing."""
     samples, rate = english_clip(1.0)

@@ -83,6 +83,7 @@ async def test_slowloris_cannot_starve_healthz(site: Any) -> None:
         w.close()
 
 
+@pytest.mark.slow
 async def test_client_reset_mid_stream_is_cancelled_not_internal(live_en: LiveServer) -> None:
     async with aiohttp.ClientSession() as session:
         ws = await session.ws_connect(live_en.ws_url)
@@ -112,6 +113,7 @@ async def test_per_address_socket_cap(start_server: Any, test_settings: Settings
         await fourth.close()
 
 
+@pytest.mark.slow
 async def test_cancel_messages_do_not_reset_the_idle_timer(start_server: Any, test_settings: Settings) -> None:
     live = await start_server(test_settings.replace(idle_timeout_s=1.0))
     async with aiohttp.ClientSession() as session:
@@ -156,6 +158,7 @@ async def test_draining_503_has_retry_after(live_en: LiveServer) -> None:
     live_en.state.service.draining = False
 
 
+@pytest.mark.slow
 async def test_ping_and_health_port_through_startup(test_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     """/ping on the health port answers 204 while the model loads, 200 once ready (also on the main
     port), 503 while draining."""

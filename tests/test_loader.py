@@ -42,6 +42,7 @@ def test_tiny_writes_release_formats(tiny_cache: Path) -> None:
     assert load_vocab(str(paths.vocab))[1] == 2545
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["pt-ema", "pt-plain", "safetensors-plain"])
 def test_checkpoint_round_trip(fmt: str, tmp_path: Path, tiny_config: EngineConfig, tiny_cache: Path,
                                voice_en: Voice, reference: np.ndarray) -> None:

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from bench import loadtest
 from tests.conftest import upload_voice
+
+pytestmark = pytest.mark.slow  # every test here runs the model for seconds
 
 
 async def test_report_matches_server_metrics(start_server, test_settings, tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -49,6 +49,7 @@ def test_helpers_are_single_threaded_and_leave_the_model_thread_its_team() -> No
             model.shutdown()
 
 
+@pytest.mark.slow
 async def test_server_runs_model_work_on_one_thread(start_server: Callable[..., Awaitable[LiveServer]],
                                                     test_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     seen: Seen = {}

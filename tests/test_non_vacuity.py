@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from engine import Engine, SynthesisItem, Voice
 
@@ -24,6 +25,7 @@ def test_every_parameter_was_randomised(engine: Engine) -> None:
     assert engine.cfm.transformer.proj_out.weight.abs().mean() > 1e-3
 
 
+@pytest.mark.slow
 def test_different_text_gives_different_audio(engine: Engine, voice_en: Voice) -> None:
     a = say(engine, "The quick brown fox jumps.", voice_en, seed=7)
     b = say(engine, "A lazy dog sleeps all day.", voice_en, seed=7)
@@ -32,12 +34,14 @@ def test_different_text_gives_different_audio(engine: Engine, voice_en: Voice) -
     assert rel_l2(a, b) > 0.02
 
 
+@pytest.mark.slow
 def test_different_voice_gives_different_audio(engine: Engine, voice_en: Voice, voice_zh: Voice) -> None:
     a = say(engine, "The quick brown fox jumps.", voice_en, seed=7)
     b = say(engine, "The quick brown fox jumps.", voice_zh, seed=7)
     assert rel_l2(a, b) > 0.05
 
 
+@pytest.mark.slow
 def test_different_seed_gives_different_audio(engine: Engine, voice_en: Voice) -> None:
     a = say(engine, "The quick brown fox jumps.", voice_en, seed=7)
     b = say(engine, "The quick brown fox jumps.", voice_en, seed=8)
@@ -45,6 +49,7 @@ def test_different_seed_gives_different_audio(engine: Engine, voice_en: Voice) -
     assert rel_l2(a, b) > 0.05
 
 
+@pytest.mark.slow
 def test_same_seed_gives_identical_audio(engine: Engine, voice_en: Voice) -> None:
     a = say(engine, "The quick brown fox jumps.", voice_en, seed=7)
     b = say(engine, "The quick brown fox jumps.", voice_en, seed=7)
@@ -52,6 +57,7 @@ def test_same_seed_gives_identical_audio(engine: Engine, voice_en: Voice) -> Non
     assert np.isfinite(a).all() and np.abs(a).max() > 1e-3
 
 
+@pytest.mark.slow
 def test_longer_text_gives_longer_audio_and_speed_shortens_it(engine: Engine, voice_en: Voice) -> None:
     short = say(engine, "One two three.", voice_en, seed=1)
     long = say(engine, "One two three four five six seven eight nine ten.", voice_en, seed=1)

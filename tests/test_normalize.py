@@ -129,6 +129,7 @@ WORD = st.text(alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZÃ©Ã
 SEPARATOR = st.sampled_from([" ", ", ", ". ", "! ", "? ", "; ", ": ", " - ", "'", "\n", " (", ") ", ".", "\"", "/"])
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.tuples(WORD, SEPARATOR), min_size=1, max_size=30), st.sampled_from(["auto", "en", "zh"]))
 def test_plain_words_are_never_dropped(parts: list[tuple[str, str]], lang: str) -> None:

@@ -208,6 +208,7 @@ async def test_in_between_curve_runs_the_predicted_optimum(make) -> None:
     assert len(batcher.model.calls[0]) == policy.plan(8, 100, between, LIMITS)[0] == 6
 
 
+@pytest.mark.slow
 async def test_a_wrong_seed_is_corrected_online(make) -> None:
     batcher = await make(per_item, seed=free, max_batch_size=8, max_wait_ms=1)
     await submit_all(batcher, 8)
@@ -235,6 +236,7 @@ def half_second(n: int, f: int) -> float:
     return 0.5 * n
 
 
+@pytest.mark.slow
 async def test_admission_refuses_first_chunks_that_would_miss_the_budget(make) -> None:
     gate = threading.Event()
     batcher = await make(half_second, admission=True, admission_ttfa_s=1.2)
@@ -253,6 +255,7 @@ async def test_admission_refuses_first_chunks_that_would_miss_the_budget(make) -
     await asyncio.gather(running.future, ahead.future, later.future)
 
 
+@pytest.mark.slow
 async def test_admission_off_keeps_the_bounded_queue(make) -> None:
     gate = threading.Event()
     batcher = await make(half_second, admission_ttfa_s=1.2)
@@ -295,6 +298,7 @@ def test_the_margin_refuses_what_the_bare_prediction_would_admit() -> None:
     assert policy.within_budget(0.0, 2.0, 1.2, observer, margin=0.3) == 2.0
 
 
+@pytest.mark.slow
 async def test_admitted_first_chunks_teach_the_margin(make) -> None:
     batcher = await make(half_second, seed=lambda n, f: 0.25 * n, admission=True, admission_ttfa_s=5.0)
     tickets = [batcher.submit(FakeItem(i), first=True) for i in range(3)]
@@ -313,6 +317,7 @@ def test_config_refuses_unknown_policies() -> None:
 
 # -- the real engine's warm-up seeds the model -------------------------------------------------------
 
+@pytest.mark.slow
 async def test_engine_warmup_timings_seed_a_sensible_curve(engine: Engine, voice_en: Voice) -> None:
     timings = engine.warmup([1, 2], nfe_steps=2, voice=voice_en, target_steps=8)
     assert [(n, f > 0, s > 0) for n, f, s in timings] == [(1, True, True), (2, True, True)] * 2

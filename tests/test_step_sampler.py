@@ -50,6 +50,7 @@ def solo(engine: Engine, items: list[SynthesisItem]) -> list[np.ndarray]:
     return [engine.synthesize([item])[0] for item in items]
 
 
+@pytest.mark.slow
 def test_alone_equals_synthesize(engine: Engine, items: list[SynthesisItem], solo: list[np.ndarray]) -> None:
     stepper = StepSampler(engine)
     errors = [rel_l2(run_alone(stepper, item), ref) for item, ref in zip(items, solo, strict=True)]
@@ -82,6 +83,7 @@ def run_schedule(stepper: StepSampler, items: list[SynthesisItem], seed: int,
     return done
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", [11, 12])
 def test_joins_and_leaves_do_not_change_audio(engine: Engine, items: list[SynthesisItem], solo: list[np.ndarray],
                                               seed: int) -> None:
@@ -91,6 +93,7 @@ def test_joins_and_leaves_do_not_change_audio(engine: Engine, items: list[Synthe
     assert max(errors) <= TOLERANCE, errors
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", [21, 22])
 def test_paused_items_split_passes_and_kept_passes_do_not_change_audio(
         engine: Engine, items: list[SynthesisItem], solo: list[np.ndarray], seed: int) -> None:
@@ -120,6 +123,7 @@ def test_paused_items_split_passes_and_kept_passes_do_not_change_audio(
     assert max(errors) <= TOLERANCE, errors
 
 
+@pytest.mark.slow
 def test_removed_item_does_not_disturb_others(engine: Engine, items: list[SynthesisItem],
                                               solo: list[np.ndarray]) -> None:
     cancel = frozenset({1, 3})
@@ -129,6 +133,7 @@ def test_removed_item_does_not_disturb_others(engine: Engine, items: list[Synthe
     assert max(errors) <= TOLERANCE, errors
 
 
+@pytest.mark.slow
 def test_different_inputs_give_different_audio(engine: Engine, voice_en: Voice) -> None:
     """Non-vacuity: the parity above would hold trivially if the model ignored its inputs."""
     stepper = StepSampler(engine)
@@ -142,6 +147,7 @@ def test_different_inputs_give_different_audio(engine: Engine, voice_en: Voice) 
     assert rel_l2(a[:n], c[:n]) > 0.02  # same seed, so only the text differs (as test_non_vacuity)
 
 
+@pytest.mark.slow
 def test_poison_item_is_isolated(engine: Engine, items: list[SynthesisItem], solo: list[np.ndarray],
                                  monkeypatch: pytest.MonkeyPatch) -> None:
     stepper = StepSampler(engine)

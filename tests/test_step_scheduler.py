@@ -62,6 +62,7 @@ async def until_steps(batcher: StepBatcher[SynthesisItem, np.ndarray], steps: in
         await asyncio.sleep(0.002)
 
 
+@pytest.mark.slow
 async def test_staggered_items_equal_solo_and_join_mid_run(engine: Engine, voice_en: Voice, voice_zh: Voice) -> None:
     items = [
         SynthesisItem(LONG, voice_en, nfe_steps=8, seed=1),
@@ -117,6 +118,7 @@ async def test_deadline_expires_in_queue_without_reaching_model(engine: Engine, 
     assert model.added == [LONG]
 
 
+@pytest.mark.slow
 async def test_poison_item_fails_alone(engine: Engine, voice_en: Voice) -> None:
     model = EngineStepModel(engine)
     model.sampler = PoisonSampler(engine)
@@ -204,6 +206,7 @@ class PassSizes(NullObserver):
         self.sizes.append(size)
 
 
+@pytest.mark.slow
 async def test_a_step_split_by_length_keeps_every_item_exact(engine: Engine, voice_en: Voice) -> None:
     items = [SynthesisItem("Hi there.", voice_en, nfe_steps=6, seed=21),
              SynthesisItem(LONG + " " + LONG, voice_en, nfe_steps=6, seed=22),

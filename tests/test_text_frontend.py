@@ -249,6 +249,7 @@ async def test_an_incremental_stream_is_held_to_the_budget_as_it_is_cut() -> Non
         await feed.next_piece()
 
 
+@pytest.mark.slow
 async def test_expanding_text_is_refused_on_websocket_and_http(live_en: LiveServer) -> None:
     async with TTSClient(live_en.ws_url) as client:
         for text in EXPANDING.values():

@@ -105,6 +105,7 @@ async def _timed_upload(live: LiveServer, data: bytes, voice_id: str) -> tuple[i
 
 # -- tests -------------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("hours", [0.5, 6.0])
 async def test_flac_bomb_is_cheap(live: LiveServer, hours: float) -> None:
     bomb = constant_flac(hours * 3600, 48_000)

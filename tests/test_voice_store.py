@@ -141,6 +141,7 @@ async def test_crash_leftovers_are_removed_at_start(start_server: Start, test_se
     assert not any((voices / ".staging").iterdir()) and not any((voices / ".trash").iterdir())
 
 
+@pytest.mark.slow
 async def test_stored_voices_failing_the_checks_are_skipped(start_server: Start, test_settings: Settings,
                                                            caplog: pytest.LogCaptureFixture) -> None:
     voices = Path(test_settings.voices_dir)

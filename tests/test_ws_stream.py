@@ -47,6 +47,7 @@ def assert_same_audio(got: np.ndarray, expected: np.ndarray) -> None:
     assert np.linalg.norm(diff) / np.linalg.norm(expected.astype(np.float64)) <= 1e-3
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scheduler", ["request", "step"])
 async def test_each_scheduler_streams_what_the_engine_makes(start_server, test_settings: Settings,  # type: ignore[no-untyped-def]
                                                              scheduler: str) -> None:
@@ -87,6 +88,7 @@ async def test_round_trip_single_chunk_equals_engine(live_en: LiveServer) -> Non
         assert_same_audio(received(result), expected)
 
 
+@pytest.mark.slow
 async def test_round_trip_multi_chunk_is_cross_faded_engine_audio(live_en: LiveServer) -> None:
     async with TTSClient(live_en.ws_url) as client:
         result = await client.synthesize(LONG_TEXT, voice="en", seed=5)
@@ -95,6 +97,7 @@ async def test_round_trip_multi_chunk_is_cross_faded_engine_audio(live_en: LiveS
     assert_same_audio(received(result), await expected_audio(live_en, LONG_TEXT, "en", 5))
 
 
+@pytest.mark.slow
 async def test_two_ids_interleaved_on_one_socket(live_en: LiveServer) -> None:
     async with TTSClient(live_en.ws_url) as client:
         first = await client.start(LONG_TEXT, id="a", voice="en", seed=1)
