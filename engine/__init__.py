@@ -7,7 +7,7 @@ from engine.errors import (
     InvalidTextError,
     ModelLoadError,
     TextTooLongError,
-    UnknownVoiceError,
+    TranscriptTooLongError,
 )
 from engine.params import SynthesisParams
 from engine.synthesis import Engine, EngineConfig, SynthesisItem, warmup_batch_sizes
@@ -25,7 +25,7 @@ __all__ = [
     "SynthesisItem",
     "SynthesisParams",
     "TextTooLongError",
-    "UnknownVoiceError",
+    "TranscriptTooLongError",
     "Voice",
     "warmup_batch_sizes",
 ]

@@ -1,10 +1,13 @@
-"""Synthesis parameters: one definition of their defaults and ranges for every front end and the engine."""
+"""Synthesis parameters: one definition of their types, defaults and ranges for the engine and every front
+end (server.core.request builds the front ends' parsers from these fields)."""
 
 from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
 
 from engine.errors import InvalidParameterError
 
@@ -24,46 +27,40 @@ class ParameterRangeError(InvalidParameterError):
         self.param = param
 
 
+def _param(default: float, bounds: tuple[float, float], doc: str) -> Any:
+    return field(default=default, metadata={"bounds": bounds, "doc": doc})
+
+
 @dataclass(frozen=True)
 class SynthesisParams:
-    """How to voice a text, independent of the text and the voice."""
+    """How to voice a text, independent of the text and the voice. Each field's metadata holds its range
+    (``bounds``) and what it does (``doc``); a new parameter is one field here."""
 
-    speed: float = 1.0
-    """Speaking-rate multiplier."""
-    nfe_steps: int = DEFAULT_NFE_STEPS
-    """Flow-matching (Euler) steps: quality against time."""
-    cfg_strength: float = 2.0
-    """Classifier-free guidance strength."""
-    sway_sampling_coef: float = -1.0
-    """Sway sampling of the timesteps (upstream's default)."""
-    seed: int = 0
-    """Seed of the first chunk's noise; chunk k of a stream uses ``seed + k``."""
+    speed: float = _param(1.0, SPEED_RANGE, "speaking-rate multiplier")
+    nfe_steps: int = _param(DEFAULT_NFE_STEPS, NFE_RANGE, "flow-matching (Euler) steps: quality against time; "
+                            "absent from a request: the server's --default-nfe-steps")
+    cfg_strength: float = _param(2.0, CFG_RANGE, "classifier-free guidance strength")
+    sway_sampling_coef: float = _param(-1.0, SWAY_RANGE, "sway sampling of the timesteps (upstream's default)")
+    seed: int = _param(0, SEED_RANGE, "seed of the first chunk's noise; chunk k of a stream uses seed + k; "
+                       "absent from a request: random (reported back)")
 
     @classmethod
-    def build(cls, *, speed: float = 1.0, nfe_steps: int | None = None, cfg_strength: float = 2.0,
-              sway_sampling_coef: float = -1.0, seed: int | None = None,
-              default_nfe_steps: int = DEFAULT_NFE_STEPS) -> SynthesisParams:
-        """Fill defaults (absent steps: the server's default; absent seed: a random one) and validate."""
-        params = cls(speed=float(speed), nfe_steps=default_nfe_steps if nfe_steps is None else nfe_steps,
-                     cfg_strength=float(cfg_strength), sway_sampling_coef=float(sway_sampling_coef),
-                     seed=random.randrange(2**31) if seed is None else seed)
+    def build(cls, given: Mapping[str, float | int], default_nfe_steps: int = DEFAULT_NFE_STEPS) -> SynthesisParams:
+        """The parameters a request gave (by field name), the rest filled in (steps: the server's default;
+        seed: a random one), validated."""
+        values: dict[str, Any] = {"nfe_steps": default_nfe_steps, "seed": random.randrange(2**31), **given}
+        converted: dict[str, Any] = {f.name: float(values[f.name]) if isinstance(f.default, float) else values[f.name]
+                                     for f in fields(cls) if f.name in values}
+        params = cls(**converted)
         params.check()
         return params
 
     def check(self) -> None:
-        """Raise ``InvalidParameterError`` naming the first parameter out of range."""
-        check_parameters(self.speed, self.nfe_steps, self.cfg_strength, self.sway_sampling_coef)
-        if not SEED_RANGE[0] <= self.seed <= SEED_RANGE[1]:
-            raise ParameterRangeError("seed", SEED_RANGE, self.seed)
+        """Raise ``ParameterRangeError`` naming the first parameter out of range (NaN included)."""
+        for f in fields(self):
+            value, bounds = getattr(self, f.name), f.metadata["bounds"]
+            if not (math.isfinite(value) and bounds[0] <= value <= bounds[1]):
+                raise ParameterRangeError(f.name, bounds, value)
 
     def for_chunk(self, index: int) -> SynthesisParams:
         return replace(self, seed=(self.seed + index) % 2**31)
-
-
-def check_parameters(speed: float, nfe_steps: int, cfg_strength: float, sway_sampling_coef: float) -> None:
-    """Raise ``InvalidParameterError`` naming the first synthesis parameter out of range (NaN included)."""
-    for name, value, bounds in (("speed", speed, SPEED_RANGE), ("nfe_steps", nfe_steps, NFE_RANGE),
-                                ("cfg_strength", cfg_strength, CFG_RANGE),
-                                ("sway_sampling_coef", sway_sampling_coef, SWAY_RANGE)):
-        if not (math.isfinite(value) and bounds[0] <= value <= bounds[1]):
-            raise ParameterRangeError(name, bounds, value)

@@ -16,6 +16,7 @@ from torch.nn.utils.rnn import pad_sequence
 from torchdiffeq import odeint
 
 from engine.f5 import get_epss_timesteps, lens_to_mask, list_str_to_idx
+from engine.params import SynthesisParams
 
 MAX_FRAMES = 65536  # upstream's cap on total (reference + generated) frames
 
@@ -35,9 +36,9 @@ class SampleRequest:
 
 @dataclass(frozen=True)
 class SampleSettings:
-    steps: int = 32
-    cfg_strength: float = 2.0
-    sway_sampling_coef: float | None = -1.0
+    steps: int = SynthesisParams.nfe_steps
+    cfg_strength: float = SynthesisParams.cfg_strength
+    sway_sampling_coef: float | None = SynthesisParams.sway_sampling_coef
 
 
 def total_frames(cond_frames: int, n_tokens: int, duration: int) -> int:

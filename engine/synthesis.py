@@ -20,7 +20,7 @@ from engine.attention import enable_padding_mask
 from engine.errors import InvalidParameterError, InvalidTextError
 from engine.f5 import convert_char_to_pinyin
 from engine.models import TINY, ModelSpec, model_spec
-from engine.params import SynthesisParams, check_parameters
+from engine.params import SynthesisParams
 from engine.sampler import SampleRequest, SampleSettings, sample, total_frames
 from engine.tiny import ensure_tiny_model
 from engine.vocoder import decode_batch
@@ -51,10 +51,10 @@ class SynthesisItem:
 
     text: str
     voice: Voice
-    speed: float = 1.0
-    nfe_steps: int = 32
-    cfg_strength: float = 2.0
-    sway_sampling_coef: float = -1.0
+    speed: float = SynthesisParams.speed
+    nfe_steps: int = SynthesisParams.nfe_steps
+    cfg_strength: float = SynthesisParams.cfg_strength
+    sway_sampling_coef: float = SynthesisParams.sway_sampling_coef
     seed: int | None = None
 
     @classmethod
@@ -133,7 +133,7 @@ class Engine:
             raise InvalidTextError("text is empty")
         if not any(ch.isalnum() for tok in _gen_tokens(item.text) if tok in self.vocab for ch in tok):
             raise InvalidTextError("text has no character this model can speak")
-        check_parameters(item.speed, item.nfe_steps, item.cfg_strength, item.sway_sampling_coef)
+        SynthesisParams(item.speed, item.nfe_steps, item.cfg_strength, item.sway_sampling_coef).check()
         if item.voice.mel is None:
             raise InvalidParameterError(f"voice {item.voice.id!r} was not prepared by this engine")
 

@@ -16,8 +16,9 @@ import aiohttp
 import orjson
 import pytest
 
+from server.core.errors import ServiceError
 from server.core.settings import Settings
-from server.runpod.jobs import InputError, parse_job_input
+from server.runpod.jobs import parse_job_input
 from server.runpod.main import local_test_mode
 from server.runpod.worker import Worker
 from tests.audio import EN_TRANSCRIPT, encode, english_clip
@@ -149,7 +150,7 @@ async def test_serve_api_runsync_concurrent_runs_and_errors(api_worker: tuple[st
     ({"text": "hi", "voice": 3}, "voice id or"),
 ])
 def test_input_validation(data: Any, message: str) -> None:
-    with pytest.raises(InputError) as info:
+    with pytest.raises(ServiceError) as info:
         parse_job_input(data, max_text_chars=100)
     assert message in str(info.value)
 

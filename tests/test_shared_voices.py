@@ -19,7 +19,8 @@ import soundfile as sf
 from engine import Engine, Voice
 from server.core import voicedir
 from server.core.aliases import ALIASES_FILE, VoiceAliases
-from server.core.voices import VoiceError, VoiceLimits, VoiceStore, valid_id
+from server.core.errors import ServiceError
+from server.core.voices import VoiceLimits, VoiceStore, valid_id
 from tests.audio import EN_TRANSCRIPT, ZH_TRANSCRIPT, chinese_clip, encode, english_clip
 from tests.conftest import wait_until
 
@@ -59,7 +60,7 @@ async def test_a_deleted_voice_leaves_every_store_within_the_rescan(stores: list
     started = time.monotonic()
     await wait_until(lambda: b.get("gone") is None, timeout=2)
     assert time.monotonic() - started < 1.0
-    with pytest.raises(VoiceError) as refused:
+    with pytest.raises(ServiceError) as refused:
         await b.delete("gone")
     assert refused.value.status == 404
 
@@ -80,7 +81,7 @@ async def test_concurrent_creation_of_one_id_one_wins_never_a_mixed_folder(store
         voice_id = f"race{round_}"
         results = await asyncio.gather(a.add(voice_id, EN, EN_TRANSCRIPT), b.add(voice_id, ZH, ZH_TRANSCRIPT),
                                        return_exceptions=True)
-        refused = [r for r in results if isinstance(r, VoiceError)]
+        refused = [r for r in results if isinstance(r, ServiceError)]
         assert len(refused) == 1 and refused[0].status == 409, results
         folder = tmp_path / "voices" / voice_id
         meta = orjson.loads((folder / "voice.json").read_bytes())
@@ -150,12 +151,12 @@ async def test_quotas_count_the_directory_not_the_process(stores: list[VoiceStor
     await a.add("one", EN, EN_TRANSCRIPT, limits)
     await b.add("two", EN, EN_TRANSCRIPT, limits)
     for store in (a, b):
-        with pytest.raises(VoiceError) as refused:
+        with pytest.raises(ServiceError) as refused:
             await store.add("three", EN, EN_TRANSCRIPT, limits)
         assert (refused.value.status, refused.value.code) == (507, "quota_exceeded")
     assert a.directory is not None
     one_size = sum(f.stat().st_size for f in (a.directory / "one").iterdir())
-    with pytest.raises(VoiceError, match="bytes"):
+    with pytest.raises(ServiceError, match="bytes"):
         await b.add("big", EN, EN_TRANSCRIPT, VoiceLimits(max_bytes=int(2.5 * one_size)))
     await a.delete("one")
     await b.add("three", EN, EN_TRANSCRIPT, limits)

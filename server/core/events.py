@@ -5,13 +5,9 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
 
 from server.core.errors import ServiceError
 from text.marks import WordTime
-
-if TYPE_CHECKING:
-    from server.core.stream import Stream
 
 
 @dataclass(frozen=True)
@@ -81,20 +77,14 @@ class StreamFailed:
 Event = AudioChunk | ChunkMarks | StreamEnd | StreamFailed
 
 
-class Sink(Protocol):
-    """Where a stream's events go. A sink that can no longer deliver (the client went away) raises
-    ``ConnectionError``; the stream then stops and is counted as cancelled."""
-
-    async def emit(self, stream: Stream, event: Event) -> None: ...
-
-
 class EventQueue:
-    """A sink for front ends that pull events (HTTP, RunPod): ``await next()`` until end or failure."""
+    """A sink (``server.core.stream.Sink``) for front ends that pull events (HTTP, RunPod): ``await next()``
+    until end or failure."""
 
     def __init__(self) -> None:
         self._events: asyncio.Queue[Event] = asyncio.Queue()
 
-    async def emit(self, stream: Stream, event: Event) -> None:
+    async def emit(self, stream: object, event: Event) -> None:
         await self._events.put(event)
 
     async def next(self) -> Event:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 from engine import EngineError, SynthesisItem, SynthesisParams, Voice
@@ -15,40 +14,17 @@ from observability import Metrics
 from server.core.aliases import VoiceAliases
 from server.core.boot import Runtime
 from server.core.errors import OUTCOME_FAULT, ServiceError, classify
-from server.core.events import Sink
 from server.core.feed import TextFeed
 from server.core.pieces import PieceMaker, chunk_speed, is_ssml
+from server.core.request import StreamRequest
 from server.core.settings import Settings
-from server.core.stream import Stream
+from server.core.stream import Sink, Stream
 from text.errors import InvalidTextError
 from text.ssml import SSMLError
 
 log = logging.getLogger(__name__)
 _ROUTES = {"ws": "/v1/stream", "http": "/v1/audio/speech", "runpod": "runpod"}
 """Where each transport's requests arrive, for refusal log lines whose front end did not say."""
-
-
-@dataclass(frozen=True)
-class StreamRequest:
-    id: str
-    text: str
-    voice: str | Voice = "default"
-    """A voice id, or a voice the front end prepared itself (RunPod's inline voices)."""
-    speed: float = 1.0
-    nfe_steps: int | None = None
-    """Absent: the server's default."""
-    cfg_strength: float = 2.0
-    sway_sampling_coef: float = -1.0
-    seed: int | None = None
-    """Absent: random (reported back to the client)."""
-    final: bool = True
-    """False: an incremental stream, fed later through ``stream.feed``."""
-    normalize: bool = True
-    """Write numbers, dates, symbols... out as words before synthesis (text.normalize)."""
-    lang: str = "auto"
-    """Language of the text for normalisation ('en', 'zh', ...); 'auto' detects it."""
-    marks: bool = False
-    """Emit ``ChunkMarks`` events (which text each stretch of audio speaks)."""
 
 
 class Service:
@@ -148,10 +124,7 @@ class Service:
 
     def _params(self, request: StreamRequest) -> SynthesisParams:
         try:
-            return SynthesisParams.build(
-                speed=request.speed, nfe_steps=request.nfe_steps, cfg_strength=request.cfg_strength,
-                sway_sampling_coef=request.sway_sampling_coef, seed=request.seed,
-                default_nfe_steps=self.settings.default_nfe_steps)
+            return SynthesisParams.build(request.synthesis, self.settings.default_nfe_steps)
         except ParameterRangeError as exc:
             raise ServiceError("bad_request", str(exc), param=exc.param, detail=f"invalid_{exc.param}") from None
 

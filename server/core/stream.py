@@ -18,7 +18,7 @@ import contextlib
 import logging
 import time
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -28,7 +28,7 @@ from engine import InvalidTextError, SynthesisItem, SynthesisParams, Voice
 from observability import Metrics
 from server.core.audio import CROSS_FADE_S, CrossFader, to_pcm16
 from server.core.errors import classify
-from server.core.events import AudioChunk, ChunkMarks, Event, Sink, StreamEnd, StreamFailed
+from server.core.events import AudioChunk, ChunkMarks, Event, StreamEnd, StreamFailed
 from server.core.feed import TextFeed
 from server.core.pieces import Chunk, Piece, Silence, chunk_speed
 from text.marks import estimate_word_times
@@ -40,6 +40,13 @@ log = logging.getLogger(__name__)
 
 FRAME_SAMPLES = 12_000  # 0.5 s per binary frame: small enough to play smoothly, few enough to be cheap
 LOOKAHEAD = 2  # chunks in flight per stream: the one streaming and the next one queued
+
+
+class Sink(Protocol):
+    """Where a stream's events go. A sink that can no longer deliver (the client went away) raises
+    ``ConnectionError``; the stream then stops and is counted as cancelled."""
+
+    async def emit(self, stream: Stream, event: Event) -> None: ...
 
 
 class SinkClosed(Exception):

@@ -12,7 +12,7 @@ single-threaded helpers (``engine.threads``: a second OpenMP team would slow eve
 ``DECODERS`` at once; only the conditioning mel runs on the model's thread, so an upload never stalls
 synthesis.
 
-Refusals (``VoiceError``; status, code):
+Refusals (``ServiceError``, codes from the error table; status, code):
 400 ``bad_request`` bad id · 400 ``bad_audio`` undecodable, silent, too short or absurd audio ·
 400 ``transcript_too_long`` over ``max_transcript_bytes`` or too long for the clip · 409 ``conflict`` id
 taken · 507 ``quota_exceeded`` over ``max_voices`` or ``max_voices_bytes`` · 507/500 ``storage_error``
@@ -47,6 +47,7 @@ from engine.voices import (
     voice_from_reference,
 )
 from server.core import voicedir
+from server.core.errors import ServiceError, classify
 from text.errors import InvalidTextError
 
 log = logging.getLogger(__name__)
@@ -59,13 +60,6 @@ DECODERS = 2
 the two CPUs a small box has and slow the synthesis running beside them."""
 Worker = Callable[..., Awaitable[Any]]
 R = TypeVar("R")
-
-
-class VoiceError(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
 
 
 @dataclass(frozen=True)
@@ -86,9 +80,9 @@ def valid_id(voice_id: str) -> bool:
     return VOICE_ID.fullmatch(voice_id) is not None
 
 
-def _storage_error(exc: OSError) -> VoiceError:
+def _storage_error(exc: OSError) -> ServiceError:
     full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
-    return VoiceError(507 if full else 500, "storage_error", f"cannot store the voice: {exc.strerror or exc}")
+    return ServiceError("storage_error", f"cannot store the voice: {exc.strerror or exc}", status=507 if full else 500)
 
 
 class VoiceStore:
@@ -180,7 +174,7 @@ class VoiceStore:
                 voice = await self._off_model(voice_from_reference, voice_id, transcript, reference)
                 blob = await self._off_model(encode_reference, reference)
             except (EngineError, InvalidTextError) as exc:
-                raise VoiceError(400, exc.code if exc.code != "internal" else "bad_request", str(exc)) from exc
+                raise classify(exc) from exc
             meta = orjson.dumps({"id": voice_id, "transcript": voice.transcript, "rms": reference.rms,
                                  "clipped": reference.clipped, "created_at": time.time()})
             if self.directory is None:
@@ -197,7 +191,7 @@ class VoiceStore:
     async def delete(self, voice_id: str) -> None:
         """Delete for every replica: the folder leaves the directory in one rename."""
         if voice_id == DEFAULT_VOICE_ID:
-            raise VoiceError(400, "bad_request", "the default voice cannot be deleted")
+            raise ServiceError("bad_request", "the default voice cannot be deleted")
         found = voice_id in self._voices
         if self.directory is not None and valid_id(voice_id):
             try:
@@ -207,7 +201,7 @@ class VoiceStore:
         self._changed[voice_id] = time.monotonic()
         self._forget(voice_id)
         if not found:
-            raise VoiceError(404, "unknown_voice", f"no voice {voice_id!r}")
+            raise ServiceError("unknown_voice", f"no voice {voice_id!r}", status=404)
 
     def close(self) -> None:
         """Stop watching the directory and release the helper threads (at shutdown, after the batcher: no
@@ -274,13 +268,13 @@ class VoiceStore:
     async def _check_new(self, voice_id: str, transcript: str, limits: VoiceLimits) -> None:
         """Cheap refusals, before any decoding (the directory's own checks come at creation)."""
         if not valid_id(voice_id):
-            raise VoiceError(400, "bad_request", "voice id must be 1-64 letters, digits, '-' or '_', "
-                             "starting with a letter or digit")
+            raise ServiceError("bad_request", "voice id must be 1-64 letters, digits, '-' or '_', "
+                               "starting with a letter or digit")
         if voice_id in self._voices or voice_id in self._pending or await self._stored(voice_id):
-            raise VoiceError(409, "conflict", f"voice {voice_id!r} already exists; delete it first")
+            raise ServiceError("conflict", f"voice {voice_id!r} already exists; delete it first")
         if len(transcript.encode("utf-8")) > limits.max_transcript_bytes:
-            raise VoiceError(400, "transcript_too_long",
-                             f"the transcript is over {limits.max_transcript_bytes} bytes (UTF-8)")
+            raise ServiceError("transcript_too_long",
+                               f"the transcript is over {limits.max_transcript_bytes} bytes (UTF-8)")
         if await self._count() + len(self._pending) >= limits.max_voices:
             raise _over_count(limits)
 
@@ -319,15 +313,15 @@ class VoiceStore:
             self._signatures[voice_id] = await self._off_model(
                 voicedir.create, self.directory, voice_id, blob, meta, lambda u: _check_usage(u, limits), valid_id)
         except voicedir.Taken:
-            raise VoiceError(409, "conflict", f"voice {voice_id!r} already exists; delete it first") from None
+            raise ServiceError("conflict", f"voice {voice_id!r} already exists; delete it first") from None
         except OSError as exc:
             log.warning("cannot store voice %s: %s", voice_id, exc)
             raise _storage_error(exc) from exc
 
 
-def _over_count(limits: VoiceLimits) -> VoiceError:
-    return VoiceError(507, "quota_exceeded", f"this server holds at most {limits.max_voices} voices; "
-                      "delete one first")
+def _over_count(limits: VoiceLimits) -> ServiceError:
+    return ServiceError("quota_exceeded", f"this server holds at most {limits.max_voices} voices; "
+                        "delete one first")
 
 
 def _check_usage(usage: voicedir.Usage, limits: VoiceLimits) -> None:
@@ -335,5 +329,5 @@ def _check_usage(usage: voicedir.Usage, limits: VoiceLimits) -> None:
     if usage.count > limits.max_voices:
         raise _over_count(limits)
     if usage.bytes > limits.max_bytes:
-        raise VoiceError(507, "quota_exceeded", f"stored voices would take {usage.bytes} bytes; "
-                         f"the limit is {limits.max_bytes}; delete a voice first")
+        raise ServiceError("quota_exceeded", f"stored voices would take {usage.bytes} bytes; "
+                           f"the limit is {limits.max_bytes}; delete a voice first")

@@ -6,9 +6,10 @@ from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client.aiohttp import make_aiohttp_handler
 
+from server.core.errors import ServiceError
 from server.core.state import STATE
-from server.core.voices import VoiceError, VoiceLimits, describe
-from server.http.errors import error_response
+from server.core.voices import VoiceLimits, describe
+from server.http.errors import service_error_response
 from server.http.health import routes as health_routes
 
 routes = web.RouteTableDef()
@@ -28,7 +29,8 @@ async def get_voice(request: web.Request) -> web.Response:
     voices = request.app[STATE].runtime.voices
     voice = await voices.lookup(request.match_info["voice_id"])
     if voice is None:
-        return error_response(404, "unknown_voice", f"no voice {request.match_info['voice_id']!r}")
+        return service_error_response(ServiceError("unknown_voice", f"no voice {request.match_info['voice_id']!r}",
+                                                   status=404))
     return web.json_response({**describe(voice, builtin=voice.id == "default"), "name": voice.id})
 
 
@@ -37,8 +39,8 @@ async def delete_voice(request: web.Request) -> web.Response:
     voices = request.app[STATE].runtime.voices
     try:
         await voices.delete(request.match_info["voice_id"])
-    except VoiceError as exc:
-        return error_response(exc.status, exc.code, str(exc))
+    except ServiceError as exc:
+        return service_error_response(exc)
     return web.Response(status=204)
 
 
@@ -47,32 +49,29 @@ async def create_voice(request: web.Request) -> web.Response:
     """Multipart fields ``audio``, ``transcript`` and optional ``id``; every refusal is a JSON error."""
     state = request.app[STATE]
     voices, settings = state.runtime.voices, state.settings
-    if not request.content_type.startswith("multipart/"):
-        return error_response(400, "bad_request", "send multipart/form-data with fields audio, transcript, id")
     try:
+        if not request.content_type.startswith("multipart/"):
+            raise ServiceError("bad_request", "send multipart/form-data with fields audio, transcript, id")
         form = await _read_form(request, {"audio": settings.max_upload_bytes, "id": 256,
                                           "transcript": settings.max_transcript_bytes})
-    except VoiceError as exc:
-        return error_response(exc.status, exc.code, str(exc))
-    audio, transcript, voice_id = form.get("audio"), form.get("transcript"), form.get("id")
-    if not audio:
-        return error_response(400, "bad_request", "the form field 'audio' (the reference recording) is required")
-    text = transcript.decode("utf-8", errors="replace") if transcript else ""
-    if not text.strip():
-        return error_response(400, "bad_request", "the form field 'transcript' (what the audio says) is required")
-    limits = VoiceLimits(max_transcript_bytes=settings.max_transcript_bytes, max_voices=settings.max_voices,
-                         max_bytes=settings.max_voices_bytes)
-    try:
+        audio, transcript, voice_id = form.get("audio"), form.get("transcript"), form.get("id")
+        if not audio:
+            raise ServiceError("bad_request", "the form field 'audio' (the reference recording) is required")
+        text = transcript.decode("utf-8", errors="replace") if transcript else ""
+        if not text.strip():
+            raise ServiceError("bad_request", "the form field 'transcript' (what the audio says) is required")
+        limits = VoiceLimits(max_transcript_bytes=settings.max_transcript_bytes, max_voices=settings.max_voices,
+                             max_bytes=settings.max_voices_bytes)
         voice = await voices.add(voice_id.decode("utf-8", errors="replace") if voice_id else None, audio, text,
                                  limits)
-    except VoiceError as exc:
-        return error_response(exc.status, exc.code, str(exc))
+    except ServiceError as exc:
+        return service_error_response(exc)
     return web.json_response(describe(voice), status=201)
 
 
 async def _read_form(request: web.Request, limits: dict[str, int]) -> dict[str, bytes]:
     """The known fields, each read up to its limit (aiohttp's ``client_max_size`` does not bound a
-    multipart read); unknown fields are skipped unread. Raises VoiceError on a malformed body."""
+    multipart read); unknown fields are skipped unread. Raises ServiceError on a malformed body."""
     form: dict[str, bytes] = {}
     try:
         reader = await request.multipart()
@@ -82,7 +81,7 @@ async def _read_form(request: web.Request, limits: dict[str, int]) -> dict[str, 
             form[part.name] = await _read_part(part, part.name, limits[part.name])
     except (ValueError, AssertionError, LookupError, TypeError, HttpProcessingError) as exc:
         # aiohttp reports a bad boundary, header or part with assorted exception types
-        raise VoiceError(400, "bad_request", f"malformed multipart body: {exc}") from exc
+        raise ServiceError("bad_request", f"malformed multipart body: {exc}") from exc
     return form
 
 
@@ -92,8 +91,8 @@ async def _read_part(part: BodyPartReader, name: str, limit: int) -> bytes:
         data += chunk
         if len(data) > limit:
             if name == "transcript":
-                raise VoiceError(400, "transcript_too_long", f"the transcript is over {limit} bytes (UTF-8)")
-            raise VoiceError(413, "too_large", f"the form field {name!r} is over {limit} bytes")
+                raise ServiceError("transcript_too_long", f"the transcript is over {limit} bytes (UTF-8)")
+            raise ServiceError("too_large", f"the form field {name!r} is over {limit} bytes")
     return bytes(data)
 
 

@@ -5,19 +5,21 @@ from __future__ import annotations
 
 import logging
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from server.core.errors import ServiceError
-from server.core.service import StreamRequest
+from server.core.request import StreamRequest, parse, unknown_fields, wire_names
 from server.core.state import AppState
 from server.http.catalog import model_ids, resolve_model
 from server.http.encoders import CONTENT_TYPES
 
 log = logging.getLogger(__name__)
 
-FIELDS = {"model", "input", "voice", "response_format", "speed", "stream_format", "instructions", "seed",
-          "nfe_steps", "normalize", "lang", "marks"}
+SPEECH = wire_names(rename={"text": "input"}, omit=("id", "final", "cfg_strength", "sway_sampling_coef"))
+"""The request fields OpenAI's shape carries (server/core/request.py), ``text`` as ``input``."""
+OWN = {"model", "response_format", "stream_format", "instructions"}
+"""OpenAI's fields that are this front end's business, not the request's."""
 
 
 @dataclass(frozen=True)
@@ -33,19 +35,13 @@ def bad_request(detail: str, message: str, param: str | None = None) -> ServiceE
     return ServiceError("bad_request", message, param=param, detail=detail)
 
 
-def _field(body: dict[str, Any], name: str, kinds: tuple[type, ...], default: Any) -> Any:
-    value = body.get(name, default)
-    if value is default:
-        return value
-    if isinstance(value, bool) or not isinstance(value, kinds):
-        raise bad_request("invalid_type", f"'{name}' has the wrong type", name)
-    return value
-
-
-def _flag(body: dict[str, Any], name: str, default: bool) -> bool:
-    value = body.get(name, default)
-    if not isinstance(value, bool):
-        raise bad_request("invalid_type", f"'{name}' must be true or false", name)
+def _text(body: dict[str, Any], name: str, default: str = "") -> str:
+    """One of OpenAI's own string fields (null counts as absent, as for every request field)."""
+    value = body.get(name)
+    if value is None:
+        return default
+    if not isinstance(value, str):
+        raise bad_request("invalid_type", f"'{name}' must be a string", name)
     return value
 
 
@@ -54,29 +50,26 @@ def parse_speech(body: Any, state: AppState) -> SpeechRequest:
     if not isinstance(body, dict):
         raise bad_request("invalid_request", "the body must be a JSON object")
     ignored = _unknown_fields(body, state)
-    model = _field(body, "model", (str,), None)
-    if model is None or resolve_model(model, state) is None:
+    model = _text(body, "model")
+    if resolve_model(model, state) is None:
         raise bad_request("model_not_found", f"model must be one of {', '.join(model_ids(state))}", "model")
-    text = _field(body, "input", (str,), None)
-    if text is None or not text.strip():
+    text = _text(body, "input")
+    if not text.strip():
         raise bad_request("invalid_input", "'input' must be a non-empty string", "input")
     if len(text) > state.settings.max_text_chars:
         raise ServiceError("text_too_long", f"'input' is {len(text)} characters; the limit is "
                            f"{state.settings.max_text_chars}", param="input", detail="input_too_long")
-    fmt = _field(body, "response_format", (str,), "mp3")
+    fmt = _text(body, "response_format", "mp3")
     if fmt not in CONTENT_TYPES:
         raise bad_request("invalid_response_format", f"response_format must be one of {', '.join(CONTENT_TYPES)}",
-                   "response_format")
-    stream_format = _field(body, "stream_format", (str,), "audio")
+                          "response_format")
+    stream_format = _text(body, "stream_format", "audio")
     if stream_format not in ("audio", "sse"):
         raise bad_request("invalid_stream_format", "stream_format must be 'audio' or 'sse'", "stream_format")
-    _field(body, "instructions", (str,), None)  # accepted for compatibility; F5-TTS takes its style from the voice
-    request = StreamRequest(
-        id=f"http-{uuid.uuid4().hex[:12]}", text=text, voice=_voice(body),
-        speed=float(_field(body, "speed", (int, float), 1.0)), seed=_field(body, "seed", (int,), None),
-        nfe_steps=_field(body, "nfe_steps", (int,), None), normalize=_flag(body, "normalize", True),
-        lang=_field(body, "lang", (str,), "auto"),
-        marks=_flag(body, "marks", False) and stream_format == "sse")  # marks travel only as SSE events
+    _text(body, "instructions")  # accepted for compatibility; F5-TTS takes its style from the voice
+    request = parse(body, SPEECH, id=f"http-{uuid.uuid4().hex[:12]}", voice=_voice(body))
+    if request.marks and stream_format != "sse":
+        request = replace(request, marks=False)  # marks travel only as SSE events
     if ignored:
         log.debug("ignored unknown parameters", extra={"request_id": request.id, "params": list(ignored)})
     return SpeechRequest(request, fmt, stream_format, ignored)
@@ -85,7 +78,7 @@ def parse_speech(body: Any, state: AppState) -> SpeechRequest:
 def _unknown_fields(body: dict[str, Any], state: AppState) -> tuple[str, ...]:
     """Fields we do not know. Ignored by default, because clients add their own (Home Assistant's
     ``extra_payload``, e.g. ``lang_code``); ``--strict-params`` refuses them so typos do not pass silently."""
-    unknown = tuple(sorted(set(body) - FIELDS))
+    unknown = tuple(unknown_fields(body, SPEECH, OWN))
     if unknown and state.settings.strict_params:
         raise bad_request("unknown_parameter", f"unknown parameter(s): {', '.join(unknown)}", unknown[0])
     return unknown

@@ -12,6 +12,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 from engine import EngineError, Voice
@@ -20,10 +21,10 @@ from observability.startup import CLOCK
 from server.core.boot import Runtime, prepare
 from server.core.errors import ServiceError
 from server.core.events import AudioChunk, EventQueue, StreamEnd, StreamFailed
-from server.core.service import Service, StreamRequest
+from server.core.service import Service
 from server.core.settings import Settings
 from server.core.stream import Stream
-from server.runpod.jobs import InputError, JobRequest, output_item, parse_job_input
+from server.runpod.jobs import JobRequest, output_item, parse_job_input
 
 log = logging.getLogger("server.runpod_worker")
 
@@ -57,12 +58,12 @@ class Worker:
                                         "concurrency": settings.max_batch_size})
         return cls(settings, ready, metrics)
 
-    async def _voice(self, request: JobRequest) -> str | Voice:
+    async def _voice(self, job: JobRequest) -> str | Voice:
         """A voice id (looked up by the service), or an inline voice prepared here once and cached."""
-        if isinstance(request.voice, str):
-            await self.service.load_voice(request.voice)  # created through another worker a moment ago
-            return request.voice
-        audio, transcript = request.voice
+        if job.inline_voice is None:
+            await self.service.load_voice(job.request.voice)  # created through another worker a moment ago
+            return job.request.voice
+        audio, transcript = job.inline_voice
         key = hashlib.sha256(audio + transcript.encode()).hexdigest()
         if key not in self._inline:
             try:
@@ -108,19 +109,14 @@ class Worker:
     async def _open(self, job: dict[str, Any], events: EventQueue) -> tuple[Stream, str]:
         job_id = str(job.get("id", "job"))
         try:
-            request = parse_job_input(job.get("input"), self.settings.max_text_chars)
-            voice = await self._voice(request)
-        except (InputError, ServiceError) as exc:
-            error = exc.for_request(job_id) if isinstance(exc, ServiceError) \
-                else ServiceError("bad_request", str(exc), job_id)
+            parsed = parse_job_input(job.get("input"), self.settings.max_text_chars, job_id)
+            voice = await self._voice(parsed)
+        except ServiceError as exc:
+            error = exc.for_request(job_id)
             self.service.refused("runpod", error)
             raise error from None
-        stream = self.service.open(StreamRequest(
-            id=job_id, text=request.text, voice=voice, speed=request.speed, nfe_steps=request.nfe_steps,
-            cfg_strength=request.cfg_strength, sway_sampling_coef=request.sway_sampling_coef, seed=request.seed,
-            normalize=request.normalize, lang=request.lang,
-        ), "runpod", events)
-        return stream, request.format
+        stream = self.service.open(replace(parsed.request, voice=voice), "runpod", events)
+        return stream, parsed.format
 
     async def aggregate(self, job: dict[str, Any]) -> Any:
         """The same job, collected into one result. The SDK's ``--test_input`` mode does not iterate a

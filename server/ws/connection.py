@@ -12,7 +12,6 @@ from aiohttp import web
 
 from server.core.errors import ServiceError
 from server.core.events import AudioChunk, ChunkMarks, Event, StreamEnd, StreamFailed
-from server.core.service import StreamRequest
 from server.core.state import AppState
 from server.core.stream import Stream
 from server.ws.protocol import (
@@ -134,10 +133,7 @@ class Connection:
         limit = self.state.settings.max_streams_per_socket
         if len(self.streams) >= limit:
             raise ServiceError("too_many_streams", f"at most {limit} streams may be open on one socket", rid)
-        request = StreamRequest(
-            id=rid, text=message.text, voice=message.voice, speed=message.speed, nfe_steps=message.nfe_steps,
-            cfg_strength=message.cfg_strength, sway_sampling_coef=message.sway_sampling_coef, seed=message.seed,
-            final=message.final, normalize=message.normalize, lang=message.lang, marks=message.marks)
+        request = message.request
         await service.load_voice(request.voice)
         try:
             stream = service.open(request, "ws", self, number=self._numbers + 1)

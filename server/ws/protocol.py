@@ -12,16 +12,19 @@ from typing import Any, ClassVar
 
 import orjson
 
-from server.core.errors import ERRORS, ServiceError
+from server.core.errors import STREAM_CODES, ServiceError
 from server.core.events import ChunkMarks, StreamEnd
+from server.core.request import STREAM_ID, StreamRequest, parse, typed, unknown_fields, wire_names
 
 ENCODING = "pcm_s16le"
 CHANNELS = 1
 FRAME_HEADER = struct.Struct("<II")
-MAX_ID_CHARS = 128
 
-ERROR_CODES = frozenset(ERRORS)
-"""The closed set of error codes, from the one table (server/core/errors.py; docs/protocol.md)."""
+ERROR_CODES = STREAM_CODES
+"""The codes an ``error`` message carries, from the one table (server/core/errors.py; docs/protocol.md)."""
+
+SYNTHESIZE = wire_names()
+"""``synthesize`` carries every request field under its own name (server/core/request.py)."""
 
 
 class MessageError(ServiceError):
@@ -38,25 +41,11 @@ class MessageError(ServiceError):
 @dataclass(frozen=True)
 class Synthesize:
     type: ClassVar[str] = "synthesize"
-    id: str
-    text: str
-    voice: str = "default"
-    speed: float = 1.0
-    """Speaking rate multiplier, 0.25-4."""
-    nfe_steps: int | None = None
-    """Flow-matching steps (1-128); the server default when absent."""
-    seed: int | None = None
-    """Seed of the first chunk; chunk k uses seed + k. Random when absent (reported in audio_start)."""
-    final: bool = True
-    """False opens an incremental stream fed by append/flush/end."""
-    cfg_strength: float = 2.0
-    sway_sampling_coef: float = -1.0
-    normalize: bool = True
-    """Write numbers, dates, symbols... out as words first; false sends the text as given."""
-    lang: str = "auto"
-    """Language of the text for normalisation ('en', 'zh'); 'auto' detects it from the script."""
-    marks: bool = False
-    """Send a ``marks`` message before each stretch of audio (which text it speaks)."""
+    request: StreamRequest
+
+    @property
+    def id(self) -> str:
+        return self.request.id
 
 
 @dataclass(frozen=True)
@@ -85,14 +74,8 @@ class Cancel:
 
 
 ClientMessage = Synthesize | Append | Flush | End | Cancel
-_CLIENT_TYPES: dict[str, type[Any]] = {cls.type: cls for cls in (Synthesize, Append, Flush, End, Cancel)}
-# Expected JSON types per field; bool is checked before int because bool is an int in Python.
-_FIELD_TYPES: dict[str, tuple[type, ...]] = {
-    "id": (str,), "text": (str,), "voice": (str,), "speed": (int, float), "nfe_steps": (int,),
-    "seed": (int,), "final": (bool,), "cfg_strength": (int, float), "sway_sampling_coef": (int, float),
-    "normalize": (bool,), "lang": (str,), "marks": (bool,),
-}
-_REQUIRED = {"id", "text"}
+_STREAM_MESSAGES: dict[str, type[Any]] = {cls.type: cls for cls in (Append, Flush, End, Cancel)}
+_TYPES = sorted([Synthesize.type, *_STREAM_MESSAGES])
 
 
 def parse_client_message(raw: str | bytes) -> ClientMessage:
@@ -102,32 +85,32 @@ def parse_client_message(raw: str | bytes) -> ClientMessage:
         raise MessageError(f"message is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise MessageError("message must be a JSON object")
-    request_id = data.get("id") if isinstance(data.get("id"), str) else None
+    given_id = data.get("id")
+    request_id = given_id if isinstance(given_id, str) and STREAM_ID.fullmatch(given_id) else None
     kind = data.get("type")
-    cls = _CLIENT_TYPES.get(kind) if isinstance(kind, str) else None
-    if cls is None:
-        raise MessageError(f"unknown message type {kind!r}; expected one of "
-                            f"{', '.join(sorted(_CLIENT_TYPES))}", request_id)
-    names = {f.name for f in fields(cls)}
-    values: dict[str, Any] = {}
-    for name in names:
-        if name not in data or data[name] is None:
-            if name in _REQUIRED:
-                raise MessageError(f"{kind} needs the field {name!r}", request_id, kind)
-            continue
-        value = data[name]
-        expected = _FIELD_TYPES[name]
-        if (isinstance(value, bool) and bool not in expected) or not isinstance(value, expected):
-            type_name = " or ".join(t.__name__ for t in expected)
-            raise MessageError(f"field {name!r} must be {type_name}", request_id, kind)
-        values[name] = value
-    unknown = set(data) - names - {"type"}
-    if unknown:
-        raise MessageError(f"unknown field(s) for {kind}: {', '.join(sorted(unknown))}", request_id, kind)
-    if not values["id"] or len(values["id"]) > MAX_ID_CHARS:
-        raise MessageError(f"id must be 1-{MAX_ID_CHARS} characters", None, kind)
-    message: ClientMessage = cls(**values)
+    if kind != Synthesize.type and (not isinstance(kind, str) or kind not in _STREAM_MESSAGES):
+        raise MessageError(f"unknown message type {kind!r}; expected one of {', '.join(_TYPES)}", request_id)
+    cls = Synthesize if kind == Synthesize.type else _STREAM_MESSAGES[kind]
+    names = SYNTHESIZE if cls is Synthesize else {f.name: f.name for f in fields(cls)}
+    message: ClientMessage
+    try:
+        unknown = unknown_fields(data, names, own={"type"})
+        if unknown:
+            raise ServiceError("bad_request", f"unknown field(s) for {kind}: {', '.join(unknown)}")
+        if cls is Synthesize:
+            message = Synthesize(parse(data, SYNTHESIZE, label=_label))
+        else:
+            message = cls(**{name: typed(data, name, name, _label) for name in names})
+    except ServiceError as exc:
+        raise MessageError(str(exc), request_id, kind) from None
+    if not STREAM_ID.fullmatch(message.id):
+        raise MessageError("id must be 1-128 letters, digits, '.', '_', ':' or '-', starting with a letter or digit",
+                           None, kind)
     return message
+
+
+def _label(name: str) -> str:
+    return f"field {name!r}"
 
 
 # -- server -> client ---------------------------------------------------------------------------------
@@ -184,7 +167,3 @@ class ErrorMessage:
     @classmethod
     def from_error(cls, error: ServiceError) -> ErrorMessage:
         return cls(error.code, str(error), error.request_id, error.retry_after_ms)
-
-
-def audio_frame(stream: int, seq: int, pcm: bytes) -> bytes:
-    return FRAME_HEADER.pack(stream, seq) + pcm
