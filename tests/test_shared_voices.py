@@ -20,7 +20,7 @@ from engine import Engine, Voice
 from server.core import voicedir
 from server.core.aliases import ALIASES_FILE, VoiceAliases
 from server.core.errors import ServiceError
-from server.core.voices import VoiceLimits, VoiceStore, valid_id
+from server.core.voices import VoiceLimits, VoiceStore
 from tests.audio import EN_TRANSCRIPT, ZH_TRANSCRIPT, chinese_clip, encode, english_clip
 from tests.conftest import wait_until
 
@@ -101,7 +101,7 @@ def test_racing_creators_at_the_rename(tmp_path: Path) -> None:
                 barrier.wait(5)
             try:
                 voicedir.create(tmp_path, voice_id, tag * 1000, orjson.dumps({"tag": tag.decode()}),
-                                wait_for_the_other, valid_id)
+                                wait_for_the_other)
             except voicedir.Taken:
                 return "taken"
             return "made"
@@ -120,12 +120,12 @@ def test_racing_creators_cannot_pass_the_count_quota_together(tmp_path: Path,
     """Both claims exist before either counts: each sees the other, so at the edge neither passes."""
     limits = VoiceLimits(max_voices=3)
     for voice_id in ("a", "b"):
-        voicedir.create(tmp_path, voice_id, b"x", b"{}", lambda _u: None, valid_id)
+        voicedir.create(tmp_path, voice_id, b"x", b"{}", lambda _u: None)
     barrier, counted = threading.Barrier(2), voicedir.usage
 
-    def usage_after_both_claims(directory: Path, valid: Any) -> voicedir.Usage:
+    def usage_after_both_claims(directory: Path) -> voicedir.Usage:
         barrier.wait(5)
-        return counted(directory, valid)
+        return counted(directory)
 
     monkeypatch.setattr(voicedir, "usage", usage_after_both_claims)
 
@@ -134,7 +134,7 @@ def test_racing_creators_cannot_pass_the_count_quota_together(tmp_path: Path,
             if usage.count > limits.max_voices:
                 raise OverflowError
         try:
-            voicedir.create(tmp_path, voice_id, b"x", b"{}", check, valid_id)
+            voicedir.create(tmp_path, voice_id, b"x", b"{}", check)
         except OverflowError:
             return "refused"
         return "made"
@@ -142,7 +142,7 @@ def test_racing_creators_cannot_pass_the_count_quota_together(tmp_path: Path,
     with ThreadPoolExecutor(2) as pool:
         outcomes = list(pool.map(create, ["c", "d"]))
     assert outcomes.count("made") <= 1
-    assert len(voicedir.scan(tmp_path, valid_id)) <= limits.max_voices
+    assert len(voicedir.scan(tmp_path)) <= limits.max_voices
 
 
 async def test_quotas_count_the_directory_not_the_process(stores: list[VoiceStore]) -> None:
@@ -178,7 +178,7 @@ async def test_a_crashed_replicas_leftovers_expire_and_a_live_claim_is_kept(engi
     store.close()
     assert not any(folder.exists() for folder in leftovers)
     assert live.exists()
-    assert voicedir.usage(voices, valid_id).sizes == {"busy": 5000}  # it counts toward the quotas
+    assert voicedir.usage(voices).sizes == {"busy": 5000}  # it counts toward the quotas
 
 
 def test_aliases_follow_the_file(tmp_path: Path) -> None:

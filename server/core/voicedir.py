@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import shutil
 import time
 import uuid
@@ -40,6 +41,8 @@ from typing import Any
 
 import orjson
 
+VOICE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")  # always fullmatch: `$` would accept "nl\n"
+"""Voice ids are folder names: no dot, so ``.staging``, ``.trash`` and ``aliases.json`` are never voices."""
 STAGING = ".staging"
 TRASH = ".trash"
 LEGACY_PREFIXES = (".incoming-", ".deleted-")
@@ -79,17 +82,21 @@ class Usage:
         return sum(self.sizes.values())
 
 
+def valid_id(voice_id: str) -> bool:
+    return VOICE_ID.fullmatch(voice_id) is not None
+
+
 def signature(path: Path) -> Signature:
     stat = path.stat()
     return stat.st_ino, stat.st_mtime_ns
 
 
-def scan(directory: Path, valid: Callable[[str], bool]) -> dict[str, Signature]:
-    """Every voice folder (``valid(name)`` ids only) and its signature: one listing, one stat each."""
+def scan(directory: Path) -> dict[str, Signature]:
+    """Every voice folder and its signature: one listing, one stat each."""
     found: dict[str, Signature] = {}
     with os.scandir(directory) as entries:
         for entry in entries:
-            if valid(entry.name):
+            if valid_id(entry.name):
                 try:
                     if entry.is_dir():
                         stat = entry.stat()
@@ -112,7 +119,7 @@ def exists(directory: Path, voice_id: str) -> bool:
     return (directory / voice_id).is_dir()
 
 
-def usage(directory: Path, valid: Callable[[str], bool]) -> Usage:
+def usage(directory: Path) -> Usage:
     """Voices plus live claims, claims listed first (see the module docstring)."""
     sizes: dict[str, int] = {}
     now = time.time()
@@ -121,22 +128,21 @@ def usage(directory: Path, valid: Callable[[str], bool]) -> Usage:
         with contextlib.suppress(FileNotFoundError):  # removed by another replica meanwhile
             if voice_id and now - claim.stat().st_mtime < CLAIM_TTL_S:
                 sizes[voice_id] = max(size, sizes.get(voice_id, 0))
-    for voice_id in scan(directory, valid):
+    for voice_id in scan(directory):
         with contextlib.suppress(FileNotFoundError):  # removed by another replica meanwhile
             folder = directory / voice_id
             sizes[voice_id] = sum(f.stat().st_size for f in (folder / "audio", folder / "voice.json"))
     return Usage(sizes)
 
 
-def create(directory: Path, voice_id: str, blob: bytes, meta: bytes, check: Callable[[Usage], None],
-           valid: Callable[[str], bool]) -> Signature:
+def create(directory: Path, voice_id: str, blob: bytes, meta: bytes, check: Callable[[Usage], None]) -> Signature:
     """Claim, count (``check(usage)`` raises to refuse), write, rename into place. Raises Taken, OSError,
     or whatever ``check`` raises; the claim is removed on every failure."""
     (directory / STAGING).mkdir(parents=True, exist_ok=True)
     claim = directory / STAGING / f"{voice_id}.{len(blob) + len(meta)}.{uuid.uuid4().hex[:12]}"
     claim.mkdir()
     try:
-        check(usage(directory, valid))
+        check(usage(directory))
         (claim / "audio").write_bytes(blob)
         (claim / "voice.json").write_bytes(meta)
         try:

@@ -2,15 +2,11 @@
 
 Each uploaded voice is a folder ``<voices_dir>/<id>/`` holding ``audio`` (the clipped reference as 24 kHz
 24-bit FLAC, never the upload itself) and ``voice.json`` (transcript, RMS of the upload, creation time).
-The directory, not the process, is the registry: replicas sharing it (a k8s ReadWriteMany volume, a
-RunPod network volume) see one set of voices. Creation and deletion are atomic across processes and the
-quotas are counted from the directory (``server.core.voicedir``); each replica rescans the directory
-every ``sync_s`` seconds, and a lookup that misses reads the directory at once, so a voice uploaded
-through one replica is usable through any other immediately and a deleted one is refused everywhere
-within ``sync_s`` plus one load. Decoding (bounded: see ``engine.voices``) runs on a small pool of
-single-threaded helpers (``engine.threads``: a second OpenMP team would slow every batch), at most
-``DECODERS`` at once; only the conditioning mel runs on the model's thread, so an upload never stalls
-synthesis.
+The directory is the registry for every replica sharing it (``server.core.voicedir``: atomic creation and
+deletion, quotas): each rescans it every ``sync_s`` and reads a lookup miss through at once, so an upload
+works on any replica immediately and a deletion reaches all within ``sync_s`` plus one load. Decoding
+(bounded: ``engine.voices``) runs on ``DECODERS`` single-threaded helpers (``engine.threads``: a second
+OpenMP team would slow every batch); only the conditioning mel runs on the model's thread.
 
 Refusals (``ServiceError``, codes from the error table; status, code):
 400 ``bad_request`` bad id · 400 ``bad_audio`` undecodable, silent, too short or absurd audio ·
@@ -25,7 +21,6 @@ import asyncio
 import dataclasses
 import errno
 import logging
-import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -48,11 +43,11 @@ from engine.voices import (
 )
 from server.core import voicedir
 from server.core.errors import ServiceError, classify
+from server.core.voicedir import valid_id
 from text.errors import InvalidTextError
 
 log = logging.getLogger(__name__)
 
-VOICE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")  # always fullmatch: `$` would accept "nl\n"
 SWEEP_EVERY = 60
 """Rescans between sweeps of the trash and expired claims (crash leftovers; nothing waits on them)."""
 DECODERS = 2
@@ -74,10 +69,6 @@ class VoiceLimits:
 def describe(voice: Voice, builtin: bool = False) -> dict[str, Any]:
     return {"id": voice.id, "transcript": voice.transcript, "seconds": round(voice.seconds, 3),
             "sample_rate": 24_000, "clipped": voice.clipped, "builtin": builtin}
-
-
-def valid_id(voice_id: str) -> bool:
-    return VOICE_ID.fullmatch(voice_id) is not None
 
 
 def _storage_error(exc: OSError) -> ServiceError:
@@ -124,7 +115,7 @@ class VoiceStore:
         A voice this process added or deleted while the scan ran keeps what this process did."""
         assert self.directory is not None
         started = time.monotonic()
-        on_disk = await self._off_model(voicedir.scan, self.directory, valid_id)
+        on_disk = await self._off_model(voicedir.scan, self.directory)
         for voice_id in [v for v in self._signatures if v not in on_disk]:
             if self._changed.get(voice_id, 0.0) < started:
                 self._forget(voice_id)
@@ -270,24 +261,18 @@ class VoiceStore:
         if not valid_id(voice_id):
             raise ServiceError("bad_request", "voice id must be 1-64 letters, digits, '-' or '_', "
                                "starting with a letter or digit")
-        if voice_id in self._voices or voice_id in self._pending or await self._stored(voice_id):
+        stored = self.directory is not None and await self._off_model(voicedir.exists, self.directory, voice_id)
+        if voice_id in self._voices or voice_id in self._pending or stored:
             raise ServiceError("conflict", f"voice {voice_id!r} already exists; delete it first")
         if len(transcript.encode("utf-8")) > limits.max_transcript_bytes:
             raise ServiceError("transcript_too_long",
                                f"the transcript is over {limits.max_transcript_bytes} bytes (UTF-8)")
-        if await self._count() + len(self._pending) >= limits.max_voices:
-            raise _over_count(limits)
-
-    async def _stored(self, voice_id: str) -> bool:
-        return self.directory is not None and await self._off_model(voicedir.exists, self.directory, voice_id)
-
-    async def _count(self) -> int:
-        if self.directory is None:
-            return len(self._sizes)
         try:
-            return (await self._off_model(voicedir.usage, self.directory, valid_id)).count
+            used = self._sizes if self.directory is None else \
+                (await self._off_model(voicedir.usage, self.directory)).sizes
         except OSError as exc:
             raise _storage_error(exc) from exc
+        _check_usage(voicedir.Usage({**used, **self._pending, voice_id: 0}), limits)
 
     def _reserve(self, voice_id: str, size: int, limits: VoiceLimits) -> None:
         """Memory-only mode: synchronous check-and-reserve, so concurrent uploads cannot both take the
@@ -311,7 +296,7 @@ class VoiceStore:
             return
         try:
             self._signatures[voice_id] = await self._off_model(
-                voicedir.create, self.directory, voice_id, blob, meta, lambda u: _check_usage(u, limits), valid_id)
+                voicedir.create, self.directory, voice_id, blob, meta, lambda u: _check_usage(u, limits))
         except voicedir.Taken:
             raise ServiceError("conflict", f"voice {voice_id!r} already exists; delete it first") from None
         except OSError as exc:
@@ -319,15 +304,8 @@ class VoiceStore:
             raise _storage_error(exc) from exc
 
 
-def _over_count(limits: VoiceLimits) -> ServiceError:
-    return ServiceError("quota_exceeded", f"this server holds at most {limits.max_voices} voices; "
-                        "delete one first")
-
-
 def _check_usage(usage: voicedir.Usage, limits: VoiceLimits) -> None:
     """Usage includes the voice being created."""
-    if usage.count > limits.max_voices:
-        raise _over_count(limits)
-    if usage.bytes > limits.max_bytes:
-        raise ServiceError("quota_exceeded", f"stored voices would take {usage.bytes} bytes; "
-                           f"the limit is {limits.max_bytes}; delete a voice first")
+    if usage.count > limits.max_voices or usage.bytes > limits.max_bytes:
+        raise ServiceError("quota_exceeded", f"voices would number {usage.count} and take {usage.bytes} bytes; "
+                           f"the limits are {limits.max_voices} and {limits.max_bytes} bytes: delete a voice first")
