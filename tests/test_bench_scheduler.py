@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from bench.emulated import parse_curve, step_seconds
 from bench.scheduler import stall
 
 
@@ -18,3 +19,12 @@ def test_stall_sums_every_gap_and_playback_resumes_when_the_chunk_arrives() -> N
 
 def test_a_single_chunk_never_stalls() -> None:
     assert stall([0.7], [4.0]) == 0.0
+
+
+def test_emulated_curve_is_data() -> None:
+    curve = parse_curve("launch")
+    assert step_seconds(curve, 1) == step_seconds(curve, 8) == 0.010  # flat to 8: launch-bound
+    assert step_seconds(curve, 12) == pytest.approx(0.015) and step_seconds(curve, 64) == pytest.approx(0.080)
+    assert parse_curve("4=0.2,1=0.1") == [(1, 0.1), (4, 0.2)]
+    with pytest.raises(ValueError):
+        parse_curve("1=0.1")
