@@ -132,6 +132,7 @@ class Fleet:
         self.balancer = subprocess.Popen([binary, "-db", "-f", str(CONFIG)], env=env, stdout=log, stderr=log)
 
     def start_replica(self, index: int) -> None:
+        # A generous grace: on a loaded 2-core box a drained stream can take tens of seconds to finish
         env = {k: v for k, v in os.environ.items() if not k.startswith("TTS_")}
         # One OpenMP thread each: three replicas' teams spinning on two cores would slow every pass severalfold
         env.update({"TTS_TINY_CACHE_DIR": str(self.tiny_cache), "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"})
@@ -140,7 +141,7 @@ class Fleet:
             [sys.executable, "-m", "server", "--model", "tiny", "--host", "127.0.0.1", "--port",
              str(self.ports[index]), "--voices-dir", str(self.root / "voices"), "--no-warmup",
              "--default-nfe-steps", str(NFE), "--max-batch-size", "4", "--drain-delay-s", str(DRAIN_DELAY_S),
-             "--shutdown-grace-s", "30", "--no-admission"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+             "--shutdown-grace-s", "60", "--no-admission"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
 
     async def ensure_up(self, *indices: int, timeout: float = 120.0) -> None:
         """These replicas (default: all) running, ready and in the balancer's rotation; any of them that a
