@@ -3,8 +3,10 @@ against a real server with the tiny model; plus ``GET /v1/status``."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import shutil
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -43,7 +45,13 @@ class Tab:
         return await self.page.evaluate(expression)
 
     async def wait_for(self, expression: str) -> None:
-        await self.page.wait_for_function(expression, timeout=TIMEOUT_MS)
+        """Poll ``expression`` until it holds. Not ``wait_for_function``: that evaluates its predicate with
+        ``eval`` inside the page, which the page's Content-Security-Policy (rightly) refuses."""
+        deadline = time.monotonic() + TIMEOUT_MS / 1000
+        while not await self.page.evaluate(expression):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting for {expression}")
+            await asyncio.sleep(0.05)
 
     async def speak(self, text: str, voice: str = "default", steps: int = 4, seed: int = 7) -> dict[str, Any]:
         """Fill the form, press Speak, wait for audio_end; returns that request's counters."""
@@ -261,3 +269,17 @@ async def test_status_needs_the_key_and_the_page_does_not(start_server: Callable
             assert response.status == 200
         async with session.get(live.url("/playground/../../app.py")) as response:
             assert response.status in (403, 404)
+
+
+async def test_page_and_assets_carry_security_headers(live: LiveServer) -> None:
+    """A page that holds an API key: nothing but its own script runs, nothing is sniffed, it is never
+    framed. (The browser tests above run under this policy and fail on any console error it would raise.)"""
+    async with aiohttp.ClientSession() as session:
+        for path in ("/", "/playground/app.js", "/playground/style.css", "/playground/missing.js"):
+            async with session.get(live.url(path)) as response:
+                policy = response.headers.get("Content-Security-Policy", "")
+                assert "script-src 'self'" in policy and "frame-ancestors 'none'" in policy, path
+                assert "unsafe-inline" not in policy and "unsafe-eval" not in policy, path
+                assert response.headers.get("X-Content-Type-Options") == "nosniff", path
+        async with session.get(live.url("/v1/voices")) as response:  # the API is not a page
+            assert "Content-Security-Policy" not in response.headers
