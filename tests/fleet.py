@@ -132,11 +132,11 @@ class Fleet:
         self.balancer = subprocess.Popen([binary, "-db", "-f", str(CONFIG)], env=env, stdout=log, stderr=log)
 
     def start_replica(self, index: int) -> None:
-        # A generous grace: on a loaded 2-core box a drained stream can take tens of seconds to finish
         env = {k: v for k, v in os.environ.items() if not k.startswith("TTS_")}
         # One OpenMP thread each: three replicas' teams spinning on two cores would slow every pass severalfold
         env.update({"TTS_TINY_CACHE_DIR": str(self.tiny_cache), "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"})
         log = (self.root / f"replica{index + 1}.log").open("ab")
+        # A generous grace: on a loaded 2-core box a drained stream can take tens of seconds to finish
         self.procs[index] = subprocess.Popen(
             [sys.executable, "-m", "server", "--model", "tiny", "--host", "127.0.0.1", "--port",
              str(self.ports[index]), "--voices-dir", str(self.root / "voices"), "--no-warmup",
