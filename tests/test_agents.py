@@ -112,6 +112,7 @@ async def test_elevenlabs_multi_stream_alignment_tiles_each_message(live_en: Liv
     assert abs(sum(spans) - len(audio) / 2 / 16) <= 2  # ms: each message's characters tile its own audio
 
 
+@pytest.mark.slow
 async def test_ulaw_8k_is_the_24k_pcm_resampled(live_en: LiveServer) -> None:
     """Same request and seed, two formats: μ-law 8 kHz decodes to our 24 kHz PCM resampled to 8 kHz."""
     async def speech(fmt: str) -> bytes:

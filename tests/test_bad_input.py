@@ -16,6 +16,7 @@ from engine import (
 from tests.audio import EN_TRANSCRIPT, encode, english_clip
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("text", ["", "   \n\t", "☃☃☃", "🙂🙂", "...!!!"])
 def test_unspeakable_text_is_rejected(engine: Engine, voice_en: Voice, text: str) -> None:
     with pytest.raises(InvalidTextError) as info:
@@ -77,6 +78,7 @@ def test_long_reference_is_clipped(engine: Engine) -> None:
     assert voice.clipped and 11.5 < voice.seconds <= 12.05
 
 
+@pytest.mark.slow
 def test_quiet_reference_keeps_its_loudness(engine: Engine) -> None:
     mono, rate = english_clip(1.0)
     hum = 0.15 * np.sin(np.arange(mono.size) * 2 * np.pi * 100 / rate)  # no edge quiet enough to trim
@@ -90,6 +92,7 @@ def test_quiet_reference_keeps_its_loudness(engine: Engine) -> None:
     np.testing.assert_allclose(quiet_out, normal_out * 0.3, rtol=1e-3, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_odd_but_valid_text_gives_finite_audio(engine: Engine, voice_en: Voice) -> None:
     out = engine.synthesize([SynthesisItem("a ☃ b 🙂 c", voice_en, nfe_steps=2, seed=1)])[0]
     assert np.isfinite(out).all() and out.size > 0

@@ -53,6 +53,7 @@ async def test_openai_sdk_with_openai_voice_names(live: LiveServer) -> None:
             assert decodable(audio.content) > 1000
 
 
+@pytest.mark.slow
 async def test_pipecat_openai_tts_service(live: LiveServer) -> None:
     """pipecat's OpenAITTSService: only OpenAI voice names, default alloy and gpt-4o-mini-tts, raw PCM."""
     async with sdk(live) as client, client.audio.speech.with_streaming_response.create(

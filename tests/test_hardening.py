@@ -50,6 +50,7 @@ async def _half_open(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWri
     return reader, writer
 
 
+@pytest.mark.slow
 async def test_slowloris_cannot_starve_healthz(site: Any) -> None:
     runner, port = await site(max_connections=16, header_timeout_s=1.0)
     attackers = [await _half_open(port) for _ in range(40)]
@@ -219,6 +220,7 @@ async def _never_reading_client(port: int, text: str) -> socket.socket:
     return sock
 
 
+@pytest.mark.slow
 async def test_never_reading_client_releases_its_socket(site: Any, test_settings: Settings) -> None:
     runner, port = await site(heartbeat_s=0.5)
     app = runner.app

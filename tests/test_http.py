@@ -29,6 +29,7 @@ async def test_health_ready_metrics(live: LiveServer) -> None:
         assert name in text
 
 
+@pytest.mark.slow
 async def test_auth_on(start_server, test_settings) -> None:  # type: ignore[no-untyped-def]
     live = await start_server(test_settings.replace(api_key="s3cret"))
     assert (await get(live, "/v1/voices"))[0] == 401
@@ -93,6 +94,7 @@ async def test_bad_voice_uploads(live: LiveServer, voice_id: str, audio: bytes |
     assert [v["id"] for v in voices] == ["default"]  # nothing was added
 
 
+@pytest.mark.slow
 async def test_voices_persist_across_restart(start_server, test_settings) -> None:  # type: ignore[no-untyped-def]
     first = await start_server(test_settings)
     assert (await upload_voice(first, "keeper")).status == 201

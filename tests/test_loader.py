@@ -61,6 +61,7 @@ def test_checkpoint_round_trip(fmt: str, tmp_path: Path, tiny_config: EngineConf
     assert np.array_equal(synth_with(config, voice_en), reference)
 
 
+@pytest.mark.slow
 def test_only_the_ema_weights_are_read(tmp_path: Path, tiny_cache: Path, voice_en: Voice,
                                        reference: np.ndarray) -> None:
     """A training-style file holds the online weights beside the EMA ones; the EMA set alone is read."""

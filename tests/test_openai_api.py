@@ -36,6 +36,7 @@ def decode(data: bytes, fmt: str) -> tuple[np.ndarray, int]:
     return samples, rate
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["wav", "pcm", "flac", "mp3", "opus", "aac"])
 async def test_non_streaming_each_format(live_en: LiveServer, fmt: str) -> None:
     async with client_for(live_en) as client:
@@ -47,6 +48,7 @@ async def test_non_streaming_each_format(live_en: LiveServer, fmt: str) -> None:
     assert rate == 24_000 and len(samples) / rate > 0.5
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["wav", "pcm", "mp3", "opus", "flac", "aac"])
 async def test_streaming_each_format(live_en: LiveServer, fmt: str) -> None:
     async with client_for(live_en) as client, client.audio.speech.with_streaming_response.create(
@@ -58,6 +60,7 @@ async def test_streaming_each_format(live_en: LiveServer, fmt: str) -> None:
     assert rate == 24_000 and len(samples) / rate > 0.5
 
 
+@pytest.mark.slow
 async def test_wav_and_pcm_equal_the_websocket_audio(live_en: LiveServer) -> None:
     async with TTSClient(live_en.ws_url) as ws:
         reference = await ws.synthesize(TEXT, voice="en", seed=9, nfe_steps=4)
@@ -150,6 +153,7 @@ async def test_dated_snapshots_and_voice_objects(live_en: LiveServer, model: str
     assert isinstance(info.value.body, dict) and info.value.body["code"] == "model_not_found"
 
 
+@pytest.mark.slow
 async def test_auth(start_server, test_settings) -> None:  # type: ignore[no-untyped-def]
     live = await start_server(test_settings.replace(api_key="s3cret"))
     await upload_voice(live, api_key="s3cret")
@@ -165,6 +169,7 @@ async def test_auth(start_server, test_settings) -> None:  # type: ignore[no-unt
         assert models[0] == "tiny"
 
 
+@pytest.mark.slow
 async def test_queue_full_is_429_with_retry_after(start_server, test_settings, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     live = await start_server(test_settings.replace(max_queue=1))
     await upload_voice(live)
@@ -183,6 +188,7 @@ async def test_queue_full_is_429_with_retry_after(start_server, test_settings, m
         assert len((await first).content) > 0 and len((await second).content) > 0
 
 
+@pytest.mark.slow
 async def test_http_and_ws_requests_share_batches(live_en: LiveServer, caplog: pytest.LogCaptureFixture,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     import logging

@@ -234,6 +234,7 @@ async def test_api_key(start_server: Callable[..., Awaitable[LiveServer]], test_
     assert req["state"] == "done" and req["samplesScheduled"] == req["audioEnd"]["samples"] > 0
 
 
+@pytest.mark.slow
 async def test_status_json(live: LiveServer) -> None:
     async with aiohttp.ClientSession() as session:
         async with session.get(live.url("/v1/status")) as response:
@@ -255,6 +256,7 @@ async def test_status_json(live: LiveServer) -> None:
     assert len(after["ttfa_ms"]["recent"]) == 1 and after["ttfa_ms"]["recent"][0] > 0
 
 
+@pytest.mark.slow
 async def test_status_needs_the_key_and_the_page_does_not(start_server: Callable[..., Awaitable[LiveServer]],
                                                           test_settings: Settings) -> None:
     live = await start_server(dataclasses.replace(test_settings, api_key="s3cret"))

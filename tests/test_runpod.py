@@ -182,6 +182,7 @@ def test_inline_voice_and_wav_format(worker: Worker) -> None:
     assert items[-1]["done"] and all(base64.b64decode(i["audio_b64"])[:4] == b"RIFF" for i in items[:-1])
 
 
+@pytest.mark.slow
 def test_cancelled_job_leaves_nothing_queued(tiny_cache: Path) -> None:
     worker = Worker.boot(Settings(model="tiny", device="cpu", tiny_cache_dir=str(tiny_cache), voices_dir="",
                                   warmup=False, default_nfe_steps=8, max_batch_size=1))
@@ -203,6 +204,7 @@ def test_cancelled_job_leaves_nothing_queued(tiny_cache: Path) -> None:
     assert before > 0 and after == 0
 
 
+@pytest.mark.slow
 def test_jobs_move_the_inflight_gauge_and_use_the_shared_outcomes(tiny_cache: Path) -> None:
     """Regression (#11): RunPod jobs are counted in flight like every other transport, and an unknown voice
     is ``unknown_voice`` (it was ``bad_request`` here while the other front ends said ``unknown_voice``)."""

@@ -65,6 +65,7 @@ async def test_a_deleted_voice_leaves_every_store_within_the_rescan(stores: list
     assert refused.value.status == 404
 
 
+@pytest.mark.slow
 async def test_a_voice_replaced_under_the_same_id_is_reloaded(stores: list[VoiceStore]) -> None:
     a, b = stores
     await a.add("v", EN, EN_TRANSCRIPT)

@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 
 import aiohttp
+import pytest
 
 from f5tts_client import TTSClient
 from server.core.settings import Settings
@@ -15,6 +16,7 @@ from tests.conftest import LiveServer, upload_voice
 Start = Callable[..., Awaitable[LiveServer]]
 
 
+@pytest.mark.slow
 async def test_upload_on_one_server_speak_and_delete_on_the_other(start_server: Start,
                                                                   test_settings: Settings) -> None:
     settings = test_settings.replace(voices_sync_s=0.2)

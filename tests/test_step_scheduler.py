@@ -89,6 +89,7 @@ async def test_staggered_items_equal_solo_and_join_mid_run(engine: Engine, voice
     assert batcher.running == 0 and batcher.queued == 0
 
 
+@pytest.mark.slow
 async def test_cancel_mid_run_leaves_at_next_step(engine: Engine, voice_en: Voice) -> None:
     model = EngineStepModel(engine)
     other = SynthesisItem("Hello there.", voice_en, nfe_steps=4, seed=5)
@@ -104,6 +105,7 @@ async def test_cancel_mid_run_leaves_at_next_step(engine: Engine, voice_en: Voic
     assert rel_l2(wave, engine.synthesize([other])[0]) <= TOLERANCE
 
 
+@pytest.mark.slow
 async def test_deadline_expires_in_queue_without_reaching_model(engine: Engine, voice_en: Voice) -> None:
     model = RecordingModel(engine)
     batcher = await started_batcher(model, dataclasses.replace(CONFIG, max_batch_size=1))
@@ -173,6 +175,7 @@ def test_join_rule_weighs_first_chunks_and_keeps_caps() -> None:
     assert not planner_with(lambda n: 0.01).fits(Load([30_000], [10], 0), 30_000)  # max_batch_frames
 
 
+@pytest.mark.slow
 async def test_seed_times_single_step_passes_per_size_and_length(engine: Engine, voice_en: Voice) -> None:
     model = EngineStepModel(engine)
     batcher: StepBatcher[SynthesisItem, np.ndarray] = StepBatcher(model, CONFIG)

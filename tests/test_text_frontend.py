@@ -142,6 +142,7 @@ async def test_ssml_errors_are_bad_request_and_billion_laughs_is_refused_fast(li
     assert ok.samples > 0
 
 
+@pytest.mark.slow
 async def test_marks_tile_a_multi_chunk_stream(live_en: LiveServer) -> None:
     async with TTSClient(live_en.ws_url) as client:
         result = await client.synthesize(LONG, voice="en", nfe_steps=NFE, marks=True)
@@ -159,6 +160,7 @@ def _seconds(parts: tuple[str, ...]) -> float:
     return hours * 3600 + minutes * 60 + seconds + millis / 1000
 
 
+@pytest.mark.slow
 async def test_cli_writes_captions_that_parse(live_en: LiveServer, tmp_path: Path) -> None:
     args = argparse.Namespace(text=LONG.replace("12 items", "12 items [pause 300ms]"), output=str(tmp_path / "o.wav"),
                               url=live_en.ws_url, api_key=None, voice="en", seed=4, speed=None, nfe_steps=NFE,
@@ -284,6 +286,7 @@ async def test_an_append_stream_that_normalises_past_the_budget_ends_with_text_t
     assert ok.samples > 0
 
 
+@pytest.mark.slow
 def test_a_runpod_job_that_normalises_past_the_budget_is_refused(tiny_cache: Path) -> None:
     worker = Worker.boot(Settings(model="tiny", device="cpu", tiny_cache_dir=str(tiny_cache), voices_dir="",
                                   warmup=False, default_nfe_steps=NFE))

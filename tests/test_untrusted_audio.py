@@ -216,6 +216,7 @@ _payloads = st.one_of(st.binary(max_size=4096),
                       st.tuples(_headers, st.binary(max_size=64_000)).map(lambda t: t[0] + t[1]))
 
 
+@pytest.mark.slow
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(payload=_payloads)
 def test_fuzzed_uploads_never_fail_the_server(fuzz_server: str, payload: bytes) -> None:

@@ -72,6 +72,7 @@ async def test_each_scheduler_streams_what_the_engine_makes(start_server, test_s
     assert_same_audio(received(second), await expected_audio(live, "Another stream at once.", "en", 9))
 
 
+@pytest.mark.slow
 async def test_round_trip_single_chunk_equals_engine(live_en: LiveServer) -> None:
     async with TTSClient(live_en.ws_url) as client:
         result = await client.synthesize("Hello there, how are you?", voice="en", seed=11)
@@ -148,6 +149,7 @@ async def wait_idle(live: LiveServer) -> None:
     raise AssertionError("server did not become idle")
 
 
+@pytest.mark.slow
 async def test_cancel_stops_the_stream_and_leaves_nothing_queued(live_en: LiveServer) -> None:
     async with TTSClient(live_en.ws_url) as client:
         result = await client.start(LONG_TEXT * 3, id="c", voice="en", nfe_steps=16)
