@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import aiohttp
 import numpy as np
 import orjson
@@ -48,6 +50,14 @@ async def test_auth_on(start_server, test_settings) -> None:  # type: ignore[no-
     async with aiohttp.ClientSession() as session, session.ws_connect(live.ws_url + "?api_key=s3cret") as ws:
         await ws.send_json({"type": "synthesize", "id": "q", "text": "Query key.", "voice": "en"})
         assert (await ws.receive_json())["type"] == "audio_start"
+
+
+async def test_an_alias_to_a_missing_voice_is_a_warning_at_start(start_server, test_settings,  # type: ignore[no-untyped-def]
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    await start_server(test_settings.replace(voice_aliases="alloy=ghost,echo=default"))
+    dangling = [r for r in caplog.records if r.levelno == logging.WARNING and "voice alias" in r.getMessage()]
+    assert [r.args for r in dangling] == [("alloy", "ghost", "alloy")]
 
 
 async def test_auth_off_needs_no_key(live: LiveServer) -> None:

@@ -7,6 +7,7 @@ import logging
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import aiohttp
@@ -17,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from f5tts_client import TTSClient
 from observability import Metrics
-from observability.logs import JsonFormatter
+from observability.logs import JsonFormatter, TextFormatter
 from tests.conftest import LiveServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -152,6 +153,24 @@ def test_json_log_lines_carry_context() -> None:
     line = orjson.loads(JsonFormatter().format(record))
     assert line["msg"] == "stream finished" and line["request_id"] == "r-42" and line["chunks"] == 3
     assert line["level"] == "info" and line["ts"].endswith("Z")
+
+
+def test_text_log_lines_escape_every_field() -> None:
+    """Whatever a client put in a value (a newline, a carriage return, a terminal escape, a Unicode line
+    separator), a record is one line, and a traceback's lines are indented under it."""
+    record = logging.LogRecord("server.core.stream", logging.INFO, __file__, 1, "stream %s", ("a\nb",), None)
+    record.request_id = "r\n12:00:00 I server: forged"
+    record.reason = "x\r\x1b[2J\u2028y"
+    line = TextFormatter().format(record)
+    assert "\n" not in line and "\r" not in line and "\x1b" not in line and "\u2028" not in line
+    assert "stream a\\nb" in line and "request_id=r\\n12:00:00" in line and "reason=x\\r\\x1b[2J\\u2028y" in line
+    try:
+        raise ValueError("bad\n12:00:00 I server: forged")
+    except ValueError:
+        record.exc_info = sys.exc_info()
+    rows = TextFormatter().format(record).splitlines()
+    assert rows[0] == line and all(row.startswith("  ") for row in rows[1:])
+    assert orjson.loads(JsonFormatter().format(record))["request_id"] == "r\n12:00:00 I server: forged"
 
 
 async def test_request_id_reaches_the_batch_log_line(live_en: LiveServer, caplog: pytest.LogCaptureFixture) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 from collections.abc import Hashable, Iterable, Sequence
 from typing import Any
 
@@ -56,6 +57,9 @@ async def still_works(client: TTSClient) -> None:
     ('{"type": "synthesize", "id": "x", "text": "hi", "seed": true}', "'seed' must be an integer"),
     ('{"type": "synthesize", "id": "x", "text": "hi", "colour": "red"}', "unknown field"),
     ('{"type": "synthesize", "id": "", "text": "hi"}', "id must be"),
+    ('{"type": "synthesize", "id": "a\\nb", "text": "hi"}', "id must be"),
+    ('{"type": "synthesize", "id": "x y", "text": "hi"}', "id must be"),
+    ('{"type": "cancel", "id": "a\\r\\u2028b"}', "id must be"),
     ('{"type": "append", "id": "nope", "text": "hi"}', "no open stream"),
     ('{"type": "flush", "id": "nope"}', "no open stream"),
 ])
@@ -66,6 +70,22 @@ async def test_malformed_messages_get_bad_request(live_en: LiveServer, raw: str,
         error = await next_error(client)
         assert error["code"] == "bad_request" and fragment in error["message"], error
         await still_works(client)
+
+
+async def test_a_stream_id_cannot_forge_a_log_line(live_en: LiveServer, caplog: pytest.LogCaptureFixture) -> None:
+    """Ids are checked like voice ids: one with a newline is refused (bad_request) and never echoed back or
+    logged, and a valid one is what the ``stream finished`` line prints."""
+    caplog.set_level(logging.INFO)
+    forged = "a\n12:00:00 I server.core.stream: stream finished  request_id=admin"
+    async with TTSClient(live_en.ws_url) as client:
+        await client.send({"type": "synthesize", "id": forged, "text": "Hi.", "voice": "en"})
+        error = await next_error(client)
+        assert error["code"] == "bad_request" and error["id"] is None and "id must be" in error["message"]
+        await client.synthesize("Still fine.", id="job:1.a_b-c", voice="en")
+    assert all(forged not in record.getMessage() and getattr(record, "request_id", None) != forged
+               for record in caplog.records)
+    finished = [r for r in caplog.records if r.getMessage() == "stream finished"]
+    assert [getattr(r, "request_id", None) for r in finished] == ["job:1.a_b-c"]
 
 
 async def test_binary_frames_from_client_are_rejected(live_en: LiveServer) -> None:

@@ -50,6 +50,15 @@ class Service:
 
     def attach(self, runtime: Runtime | None) -> None:
         self._runtime = runtime
+        if runtime is not None:
+            self._warn_dangling_aliases(runtime)
+
+    def _warn_dangling_aliases(self, runtime: Runtime) -> None:
+        """An alias whose voice does not exist (yet) refuses every request for it: a warning at start."""
+        for name, target in self.aliases.mapping.items():
+            if runtime.voices.get(target) is None and runtime.voices.get(name) is None:
+                log.warning("voice alias %s names voice %s, which does not exist: requests for %s get "
+                            "unknown_voice until it is uploaded", name, target, name)
 
     async def load_voice(self, voice: str | Voice) -> None:
         """Read a voice (or an alias's target) that another replica sharing the voices dir created a

@@ -222,8 +222,6 @@ def _validate(settings: Settings, parser: argparse.ArgumentParser) -> None:
         parser.error("--max-spoken-chars must not be negative (0: three times --max-text-chars)")
     if settings.voices_sync_s <= 0 or settings.drain_delay_s < 0:
         parser.error("--voices-sync-s must be positive and --drain-delay-s not negative")
-    if settings.log_format not in ("text", "json"):
-        parser.error("--log-format must be text or json")
     try:
         parse_pairs(settings.voice_aliases)
     except AliasError as exc:
