@@ -91,21 +91,33 @@ class RequestPlanner:
     # -- admission ------------------------------------------------------------------------------------
 
     def predict_first_audio(self, queue: PendingQueue[Any], cost: int, key: Hashable, now: float) -> float:
-        """The running batch's rest, the queue drained as the policy batches it, then the item itself."""
-        return self.backlog(queue, cost, key, now) + self.costs.predict(key, 1, cost)
+        """The running batch's rest, the queued work that runs before a newcomer (``ahead``) drained as the
+        policy batches it, then the item itself."""
+        return self.backlog(queue, cost, key, now, ahead(queue, now, self.config.first_audio_s)) \
+            + self.costs.predict(key, 1, cost)
 
     def admit(self, queue: PendingQueue[Any], cost: int, key: Hashable, now: float) -> float:
         """Refuse (``QueueFullError``) a first chunk whose first audio would miss the budget because of
         the work ahead of it (``policy.within_budget``)."""
-        backlog = self.backlog(queue, cost, key, now)
+        backlog = self.backlog(queue, cost, key, now, ahead(queue, now, self.config.first_audio_s))
         return policy.within_budget(backlog, backlog + self.costs.predict(key, 1, cost),
                                     self.config.admission_ttfa_s, self.observer, self.misses.margin())
 
-    def backlog(self, queue: PendingQueue[Any], cost: int, key: Hashable, now: float) -> float:
-        """Predicted seconds until the model is free of everything running and queued now."""
+    def backlog(self, queue: PendingQueue[Any], cost: int, key: Hashable, now: float,
+                tickets: Sequence[Ticket[Any]] | None = None) -> float:
+        """Predicted seconds until the model is free of everything running and ``tickets`` (default: all
+        queued)."""
         predict = self.predictor(key)
         running = max(0.0, self._running_until - now) if self._running_until is not None else 0.0
-        queued = len(queue)
-        frames = queue.frames // queued if queued else cost
+        tickets = list(queue) if tickets is None else tickets
+        queued = len(tickets)
+        frames = sum(t.cost for t in tickets) // queued if queued else cost
         return running + policy.drain_seconds(queued, frames, predict, self.limits,
                                               fill=self.config.policy == "fill")
+
+
+def ahead(queue: Iterable[Ticket[Any]], now: float, first_audio_s: float) -> list[Ticket[Any]]:
+    """The queued items a newcomer submitted now would wait for under the deadline order: every first
+    chunk already queued (late newcomers keep arrival order) and the later chunks due before it."""
+    due = now + first_audio_s
+    return [t for t in queue if t.first or t.deadline <= due]

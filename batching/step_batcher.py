@@ -37,6 +37,7 @@ from batching.errors import BatcherClosedError, BatcherError
 from batching.pausing import Held, plan_round
 from batching.protocol import BatchObserver
 from batching.queue import Ticket
+from batching.request_planner import ahead
 from batching.step_planner import STEP_KEY, Load, StepModel, StepPlanner
 from batching.step_worker import RUN_S, StepPass, time_steps, work
 
@@ -108,12 +109,18 @@ class StepBatcher(BatcherBase[ItemT, OutT]):
 
     def predict_first_audio(self, item: ItemT) -> float:
         """Seconds until ``item``'s result were it submitted now: the wait for a slot, then its steps."""
-        return self.planner.first_audio(self._load(), int(self.model.cost(item)), self.model.steps(item))[1]
+        return self.planner.first_audio(self._ahead(), int(self.model.cost(item)), self.model.steps(item))[1]
 
     def admit(self, item: ItemT) -> float:
         """Raise ``QueueFullError`` when ``item`` as a first chunk would miss the admission budget because
         of the work ahead of it (as ``MicroBatcher.admit``); else return the prediction."""
-        return self.planner.admit(self._load(), int(self.model.cost(item)), self.model.steps(item))
+        return self.planner.admit(self._ahead(), int(self.model.cost(item)), self.model.steps(item))
+
+    def _ahead(self) -> Load:
+        """The load a newcomer waits for under the deadline order: the held items and the queued ones
+        that run before it (``request_planner.ahead``)."""
+        now = asyncio.get_running_loop().time()
+        return dataclasses.replace(self._load(), queued=len(ahead(self._queue, now, self.config.first_audio_s)))
 
     def _load(self) -> Load:
         active = list(self._active.values())

@@ -255,6 +255,23 @@ async def test_admission_refuses_first_chunks_that_would_miss_the_budget(make) -
     await asyncio.gather(running.future, ahead.future, later.future)
 
 
+async def test_admission_counts_only_the_work_that_runs_before_a_newcomer(make) -> None:
+    """Later chunks whose listeners have seconds of audio run after a newcomer: admission does not count
+    them (the deadline order), so a newcomer behind them is still served."""
+    gate = threading.Event()
+    batcher = await make(half_second, admission=True, admission_ttfa_s=1.2)
+    batcher.model.gate = gate
+    running = batcher.submit(FakeItem(0), first=True)
+    await asyncio.to_thread(batcher.model.started.wait, 5)
+    now = asyncio.get_running_loop().time()
+    playing = [batcher.submit(FakeItem(n), first=False, deadline=now + 30) for n in range(1, 4)]
+    assert batcher.predict_first_audio(FakeItem(9)) == pytest.approx(1.0, abs=0.1)  # the running batch + itself
+    newcomer = batcher.submit(FakeItem(9), first=True)
+    gate.set()
+    await asyncio.gather(running.future, newcomer.future, *(t.future for t in playing))
+    assert batcher.model.calls[1] == [9]
+
+
 @pytest.mark.slow
 async def test_admission_off_keeps_the_bounded_queue(make) -> None:
     gate = threading.Event()
