@@ -66,6 +66,12 @@ class Tab:
                             "Object.values(window.playground.requests).at(-1).state !== 'streaming'")
         return await self.last_request()
 
+    async def choose(self, voice: str, steps: int) -> None:
+        """Wait for ``voice`` to be listed, then pick it and the step count."""
+        await self.wait_for(f"window.playground.voices.includes('{voice}')")
+        await self.page.select_option("#voice", voice)
+        await self.page.fill("#steps", str(steps))
+
     async def last_request(self) -> dict[str, Any]:
         result: dict[str, Any] = await self.js(
             "(() => { const r = Object.values(window.playground.requests).at(-1);"
@@ -171,9 +177,7 @@ async def test_voice_recorded_from_the_microphone(live: LiveServer, open_tab: Op
 @pytest.mark.slow
 async def test_cancel_stops_playback_and_the_socket_stays_usable(live_en: LiveServer, open_tab: OpenTab) -> None:
     tab = await open_tab(live_en)
-    await tab.wait_for("window.playground.voices.includes('en')")
-    await tab.page.select_option("#voice", "en")
-    await tab.page.fill("#steps", "8")
+    await tab.choose("en", steps=8)
     await tab.page.fill("#text", " ".join(f"Sentence number {i} is here." for i in range(6)))
     await tab.page.click("#speak")
     await tab.wait_for("window.playground.samplesScheduled > 0")
@@ -191,9 +195,7 @@ async def test_cancel_stops_playback_and_the_socket_stays_usable(live_en: LiveSe
 @pytest.mark.slow
 async def test_type_as_you_go(live_en: LiveServer, open_tab: OpenTab) -> None:
     tab = await open_tab(live_en)
-    await tab.wait_for("window.playground.voices.includes('en')")
-    await tab.page.select_option("#voice", "en")
-    await tab.page.fill("#steps", "4")
+    await tab.choose("en", steps=4)
     await tab.page.check("#live-mode")
     assert await tab.page.inner_text("#speak") == "End stream"
     await tab.page.type("#text", "Hello there. ", delay=5)

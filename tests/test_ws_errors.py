@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
-from collections.abc import Hashable, Iterable, Sequence
+from collections.abc import AsyncIterator, Hashable, Iterable, Sequence
 from typing import Any
 
 import aiohttp
@@ -173,13 +174,21 @@ async def test_append_to_a_final_stream_is_refused(live_en: LiveServer) -> None:
         await still_works(client)
 
 
-async def test_queue_full_keeps_the_socket_usable(start_server, test_settings, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    live = await start_server(test_settings.replace(max_queue=1))
+@contextlib.asynccontextmanager
+async def one_running(start_server, settings, monkeypatch) -> AsyncIterator[tuple[LiveServer, Gate, TTSClient, Any]]:  # type: ignore[no-untyped-def]
+    """A server with the ``en`` voice whose model is held (``Gate``) inside one running stream."""
+    live = await start_server(settings)
     await upload_voice(live)
     gate = Gate(live, monkeypatch)
     async with TTSClient(live.ws_url) as client:
         running = await client.start("Running now.", voice="en")
         await gate.wait_entered()
+        yield live, gate, client, running
+
+
+async def test_queue_full_keeps_the_socket_usable(start_server, test_settings, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    async with one_running(start_server, test_settings.replace(max_queue=1), monkeypatch) as (live, gate, client,
+                                                                                                running):
         queued = await client.start("Queued next.", voice="en")
         await wait_until(lambda: live.metric("tts_queue_depth") >= 1)
         error = await expect_stream_error(client, "No room.", "queue_full", voice="en")
@@ -191,12 +200,8 @@ async def test_queue_full_keeps_the_socket_usable(start_server, test_settings, m
 
 
 async def test_timeout_when_not_started_in_time(start_server, test_settings, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    live = await start_server(test_settings.replace(queue_timeout_s=0.3))
-    await upload_voice(live)
-    gate = Gate(live, monkeypatch)
-    async with TTSClient(live.ws_url) as client:
-        running = await client.start("Running now.", voice="en")
-        await gate.wait_entered()
+    async with one_running(start_server, test_settings.replace(queue_timeout_s=0.3), monkeypatch) as (_, gate, client,
+                                                                                                       running):
         await expect_stream_error(client, "Too late.", "timeout", voice="en")
         gate.event.set()
         await running.done
