@@ -8,13 +8,14 @@ table (they never name wire codes themselves). docs/protocol.md and docs/http-ap
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from batching import BatcherClosedError, QueueFullError, QueueTimeoutError
 from engine import (
     InvalidAudioError,
     InvalidParameterError,
     InvalidTextError,
+    SynthesisParams,
     TextTooLongError,
     TranscriptTooLongError,
 )
@@ -77,13 +78,12 @@ DETAILS: dict[str, str] = {
     "invalid_json": "bad_request", "invalid_request": "bad_request", "unknown_parameter": "bad_request",
     "invalid_type": "bad_request", "model_not_found": "bad_request", "invalid_input": "bad_request",
     "invalid_response_format": "bad_request", "invalid_stream_format": "bad_request",
-    "invalid_speed": "bad_request", "invalid_nfe_steps": "bad_request", "invalid_seed": "bad_request",
-    "invalid_cfg_strength": "bad_request", "invalid_sway_sampling_coef": "bad_request",
+    **{f"invalid_{f.name}": "bad_request" for f in fields(SynthesisParams)},
     "voice_not_found": "unknown_voice", "input_too_long": "text_too_long",
 }
 """OpenAI's finer codes (the HTTP speech route answers them in place of the code they refine, with its
 status); every other front end, and the metrics, see the refined code. ``invalid_<field>``: a synthesis
-parameter out of its range (server.core.request)."""
+parameter (``SynthesisParams``) out of its range."""
 
 OUTCOME_FAULT = {"ok": "none", "cancelled": "client", **{k.code: k.fault for k in _KINDS}}
 """Request outcomes (the ``outcome`` label) and who is at fault, for metrics and alerts."""
