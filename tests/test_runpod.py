@@ -206,7 +206,7 @@ def test_cancelled_job_leaves_nothing_queued(tiny_cache: Path) -> None:
 
 @pytest.mark.slow
 def test_jobs_move_the_inflight_gauge_and_use_the_shared_outcomes(tiny_cache: Path) -> None:
-    """Regression (#11): RunPod jobs are counted in flight like every other transport, and an unknown voice
+    """Regression: RunPod jobs are counted in flight like every other transport, and an unknown voice
     is ``unknown_voice`` (it was ``bad_request`` here while the other front ends said ``unknown_voice``)."""
     worker = Worker.boot(Settings(model="tiny", device="cpu", tiny_cache_dir=str(tiny_cache), voices_dir="",
                                   warmup=False, default_nfe_steps=4))
@@ -231,6 +231,17 @@ def test_jobs_move_the_inflight_gauge_and_use_the_shared_outcomes(tiny_cache: Pa
     assert sample("tts_requests_total", transport="runpod", outcome="unknown_voice") == 1
     assert sample("tts_requests_total", transport="runpod", outcome="bad_request") == 0
     assert sample("tts_requests_total", transport="runpod", outcome="ok") == 1
+
+
+def test_an_inline_voice_without_a_transcript_is_the_clients_error(worker: Worker) -> None:
+    audio = base64.b64encode(encode(*english_clip(1.0))).decode()
+
+    async def run() -> list[dict[str, Any]]:
+        job = {"id": "j3", "input": {"text": "Hi.", "voice": {"audio_b64": audio, "transcript": " "}}}
+        return [item async for item in worker.stream(job)]
+
+    [item] = asyncio.run(run())
+    assert item["error"].startswith("bad_request: inline voice: ")
 
 
 def test_parameter_ranges_are_the_services(worker: Worker) -> None:

@@ -25,6 +25,7 @@ from server.core.service import Service
 from server.core.settings import Settings
 from server.core.stream import Stream
 from server.runpod.jobs import JobRequest, output_item, parse_job_input
+from text.errors import InvalidTextError
 
 log = logging.getLogger("server.runpod_worker")
 
@@ -70,7 +71,7 @@ class Worker:
                 # Decoded off the model thread, with the same limits as uploads; only the mel runs on it.
                 self._inline[key] = await self.service.runtime.voices.prepare(f"inline-{key[:12]}", audio,
                                                                               transcript)
-            except EngineError as exc:
+            except (EngineError, InvalidTextError) as exc:  # an empty transcript is the text's error
                 raise ServiceError("bad_request", f"inline voice: {exc}") from exc
             while len(self._inline) > INLINE_VOICE_CACHE:
                 self._inline.popitem(last=False)
