@@ -141,7 +141,6 @@ async def test_serve_api_runsync_concurrent_runs_and_errors(api_worker: tuple[st
     (None, "JSON object"),
     ({"text": "hi", "colour": 1}, "unknown input field(s): colour"),
     ({"text": "   "}, "non-empty string"),
-    ({"text": "x" * 101}, "limit is 100"),
     ({"text": "hi", "speed": "fast"}, "input.speed must be a number"),
     ({"text": "hi", "nfe_steps": 1.5}, "input.nfe_steps must be an integer"),
     ({"text": "hi", "seed": True}, "input.seed must be an integer"),
@@ -151,7 +150,7 @@ async def test_serve_api_runsync_concurrent_runs_and_errors(api_worker: tuple[st
 ])
 def test_input_validation(data: Any, message: str) -> None:
     with pytest.raises(ServiceError) as info:
-        parse_job_input(data, max_text_chars=100)
+        parse_job_input(data)
     assert message in str(info.value)
 
 
@@ -242,6 +241,15 @@ def test_an_inline_voice_without_a_transcript_is_the_clients_error(worker: Worke
 
     [item] = asyncio.run(run())
     assert item["error"].startswith("bad_request: inline voice: ")
+
+
+def test_the_text_limit_is_the_services(worker: Worker) -> None:
+    """Over --max-text-chars a job is text_too_long, as on every front end (it was bad_request here)."""
+    async def run() -> list[dict[str, Any]]:
+        return [item async for item in worker.stream({"id": "t", "input": {"text": "x" * 5001}})]
+
+    [item] = asyncio.run(run())
+    assert item["error"] == "text_too_long: text is 5001 characters; the limit is 5000"
 
 
 def test_parameter_ranges_are_the_services(worker: Worker) -> None:

@@ -105,7 +105,7 @@ class Service:
         settings, runtime = self.settings, self.runtime
         if len(request.text) > settings.max_text_chars:
             raise ServiceError("text_too_long", f"text is {len(request.text)} characters; the limit is "
-                               f"{settings.max_text_chars}", param="input")
+                               f"{settings.max_text_chars}", param="input", detail="input_too_long")
         voice = self._voice(request.voice)
         params = self._params(request)
         if request.final and not request.text.strip():

@@ -56,9 +56,6 @@ def parse_speech(body: Any, state: AppState) -> SpeechRequest:
     text = _text(body, "input")
     if not text.strip():
         raise bad_request("invalid_input", "'input' must be a non-empty string", "input")
-    if len(text) > state.settings.max_text_chars:
-        raise ServiceError("text_too_long", f"'input' is {len(text)} characters; the limit is "
-                           f"{state.settings.max_text_chars}", param="input", detail="input_too_long")
     fmt = _text(body, "response_format", "mp3")
     if fmt not in CONTENT_TYPES:
         raise bad_request("invalid_response_format", f"response_format must be one of {', '.join(CONTENT_TYPES)}",

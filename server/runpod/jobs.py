@@ -47,9 +47,9 @@ def _label(name: str) -> str:
     return f"input.{name}"
 
 
-def parse_job_input(data: Any, max_text_chars: int, job_id: str = "job") -> JobRequest:
+def parse_job_input(data: Any, job_id: str = "job") -> JobRequest:
     """Validate a job's ``input``; every problem is a ``ServiceError`` (bad_request) with a message for the
-    caller."""
+    caller. Limits (the text's length among them) are the service's, the same for every front end."""
     if not isinstance(data, dict):
         raise _refused("job input must be a JSON object")
     unknown = unknown_fields(data, JOB_INPUT, OWN)
@@ -58,8 +58,6 @@ def parse_job_input(data: Any, max_text_chars: int, job_id: str = "job") -> JobR
     text = data.get("text")
     if not isinstance(text, str) or not text.strip():
         raise _refused("input.text must be a non-empty string")
-    if len(text) > max_text_chars:
-        raise _refused(f"input.text is {len(text)} characters; the limit is {max_text_chars}")
     voice = data.get("voice", "default")
     inline = None
     if isinstance(voice, dict):

@@ -110,7 +110,7 @@ class Worker:
     async def _open(self, job: dict[str, Any], events: EventQueue) -> tuple[Stream, str]:
         job_id = str(job.get("id", "job"))
         try:
-            parsed = parse_job_input(job.get("input"), self.settings.max_text_chars, job_id)
+            parsed = parse_job_input(job.get("input"), job_id)
             voice = await self._voice(parsed)
         except ServiceError as exc:
             error = exc.for_request(job_id)
