@@ -22,7 +22,7 @@ class BatcherConfig:
     """A stream's first chunk not started within this time fails with ``timeout`` and never reaches the
     model (later chunks of a playing stream never time out)."""
     scheduler: str = "request"
-    """``request``: whole batches run to completion. ``step``: items join between flow steps (#11)."""
+    """``request``: whole batches run to completion. ``step``: items join between flow steps."""
     policy: str = "latency"
     """``latency``: batch only where the cost model says it pays. ``fill``: fill every batch (the old policy)."""
     max_padding: float = 0.5

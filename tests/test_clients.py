@@ -1,4 +1,4 @@
-"""The clients people already use, each against a server with no uploaded voice (issue #14), and a
+"""The clients people already use, each against a server with no uploaded voice, and a
 conformance run of schemathesis against a vendored excerpt of OpenAI's OpenAPI spec.
 
 The official ``openai`` SDK is used for real. pipecat (pipecat-ai 1.14: its pins conflict with ours,

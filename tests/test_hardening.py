@@ -1,4 +1,4 @@
-"""Sockets and HTTP edges under hostile or broken clients (#10): the real listening site (connection cap,
+"""Sockets and HTTP edges under hostile or broken clients — the real listening site (connection cap,
 header timeout), client resets, per-address caps, idle timers, JSON errors, /ping and the health port."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The latency-aware scheduler (#12): the cost model, batch composition and admission control.
+"""The latency-aware scheduler: the cost model, batch composition and admission control.
 
 The policy is exercised on fakes with a scripted cost curve (seeded into the cost model, so the first
 decisions do not depend on this machine's timing) and once on the real tiny engine's warm-up.
