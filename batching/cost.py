@@ -81,6 +81,13 @@ class CostCurve:
             self.fit()
 
     def predict(self, size: int, frames: int) -> float:
+        # A batch never costs less than a smaller one: noisy timings in one size bucket (a busy machine at
+        # warm-up) must not price a batch of 2 under a batch of 1, or the planner would chase the noise.
+        bucket = size_bucket(size)
+        smaller = (self._bucket_cost(1 << (b - 1), frames) for b in self.ratios if b < bucket)
+        return max([self._bucket_cost(size, frames), *smaller])
+
+    def _bucket_cost(self, size: int, frames: int) -> float:
         c0, c1, c2 = self.coef
         work = size * frames
         return (c0 + c1 * work + c2 * work * frames) * self.ratios.get(size_bucket(size), 1.0)

@@ -59,7 +59,7 @@ def server_env(tiny_cache: Path, **extra: str) -> dict[str, str]:
     tiny profile's cache and the suite's small defaults."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TTS_")}
     env.update({"TTS_TINY_CACHE_DIR": str(tiny_cache), "TTS_DEFAULT_NFE_STEPS": "4", "TTS_MAX_BATCH_SIZE": "4",
-                "PYTHONUNBUFFERED": "1", **extra})
+                "TTS_COST_SEED_DIR": "off", "PYTHONUNBUFFERED": "1", **extra})
     return env
 
 
@@ -122,7 +122,8 @@ class LiveServer:
 def test_settings(tiny_cache: Path, tmp_path: Path) -> Settings:
     return Settings(model="tiny", device="cpu", tiny_cache_dir=str(tiny_cache), voices_dir=str(tmp_path / "voices"),
                     warmup=False, default_nfe_steps=4, host="127.0.0.1", max_wait_ms=5.0, heartbeat_s=0,
-                    admission=False)  # unwarmed, the cost model guesses: tests that want admission turn it on
+                    admission=False,  # unwarmed, the cost model guesses: tests that want admission turn it on
+                    cost_seed_dir="off")  # every test times its own seed: none is kept between tests or runs
 
 
 @pytest.fixture

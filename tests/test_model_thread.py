@@ -15,6 +15,7 @@ import torch
 
 import server.core.voices as store_module
 from engine import Engine
+from engine.step_adapter import EngineStepModel
 from engine.threads import INTRA_OP_THREADS, MODEL_THREAD, helper_executor, model_executor
 from f5tts_client import TTSClient
 from server.core.settings import Settings
@@ -54,8 +55,11 @@ async def test_server_runs_model_work_on_one_thread(start_server: Callable[..., 
                                                     test_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     seen: Seen = {}
     monkeypatch.setattr(Engine, "load", classmethod(_spy(seen, "load", Engine.load.__func__)))  # type: ignore[attr-defined]
-    for name in ("attach", "warmup", "synthesize"):
+    for name in ("attach", "synthesize"):
         monkeypatch.setattr(Engine, name, _spy(seen, name, getattr(Engine, name)))
+    # The step scheduler (the default) times its cost model's seed with step passes at startup.
+    monkeypatch.setattr(EngineStepModel, "step_isolating",
+                        _spy(seen, "step_isolating", EngineStepModel.step_isolating))
     for name in ("default_voice", "load_reference", "voice_from_reference", "encode_reference"):
         monkeypatch.setattr(store_module, name, _spy(seen, name, getattr(store_module, name)))
     live = await start_server(test_settings.replace(warmup=True, max_batch_size=2))
@@ -64,7 +68,7 @@ async def test_server_runs_model_work_on_one_thread(start_server: Callable[..., 
         result = await client.synthesize("Hello there.", voice="en", seed=1)
     assert result.samples > 0
 
-    model_work = {"load", "attach", "warmup", "synthesize"}
+    model_work = {"load", "attach", "step_isolating", "synthesize"}
     assert model_work <= seen.keys()
     threads = {thread for name in model_work for thread, _ in seen[name]}
     assert len(threads) == 1 and threads.pop().startswith(MODEL_THREAD), seen

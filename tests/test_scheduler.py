@@ -95,6 +95,14 @@ def test_fit_never_goes_negative_and_few_samples_read_flat() -> None:
     assert curve.predict(8, 100) > 0
 
 
+def test_a_bigger_batch_is_never_priced_under_a_smaller_one() -> None:
+    curve = CostCurve()
+    for _ in range(3):  # a busy machine while batch 1 was timed: it looks dearer than batch 2
+        curve.observe(CostSample(1, 100, 1.5))
+        curve.observe(CostSample(2, 100, 1.3))
+    assert curve.predict(1, 100) <= curve.predict(2, 100) <= curve.predict(4, 100)
+
+
 def test_size_buckets_follow_a_curve_that_bends() -> None:
     def knee(n: int, f: int) -> float:  # a GPU: flat up to 4 items, then linear
         return 0.1 * max(1, n / 4)

@@ -52,6 +52,9 @@ class Worker:
     def boot(cls, settings: Settings) -> Worker:
         """Load and warm everything before the worker takes jobs. Raises EngineError on failure."""
         started = CLOCK.begin()  # the process's start when main() owns it
+        # RunPod's queue is the admission here: it hands a worker at most ``concurrency`` jobs, and a job
+        # refused at the door would fail rather than wait for this worker (or another) to take it.
+        settings = settings.replace(admission=False)
         metrics = Metrics(latency_budget_s=settings.latency_budget_s)
         ready = asyncio.run(prepare(settings, metrics))
         metrics.ready.set(1)
