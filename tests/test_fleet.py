@@ -108,7 +108,10 @@ async def test_rolling_restart_under_load_loses_no_stream(fleet: Fleet) -> None:
                 assert (await fleet.balancer_states())["replica1"].startswith("DOWN")
         refused = await speak_ws(session, fleet.replica_url(0), "rolling", "Too late.")  # after the delay
         heard = await asyncio.wait_for(asyncio.gather(*streams), 60)
-        assert (await late).ok and refused.error == "shutting_down"
+        assert (await late).ok
+        # After the delay it is refused: `shutting_down` while in-flight streams finish, or, once they have
+        # and the process is exiting, a closed socket; never served.
+        assert refused.error == "shutting_down" or (refused.closed and refused.samples == 0), refused
     assert [h.failure for h in heard if not h.ok] == []
     assert await asyncio.to_thread(fleet.procs[0].wait, 30) == 0  # type: ignore[union-attr]
     fleet.figures["rolling_restart"] = {
