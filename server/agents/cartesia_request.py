@@ -8,7 +8,6 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from server.agents.context import stream_request
 from server.agents.formats import AudioFormat, FormatError
 from server.core.errors import ServiceError
 from server.core.service import StreamRequest
@@ -41,7 +40,7 @@ class CartesiaRequest:
     def stream_request(self, final: bool) -> StreamRequest:
         """The stream of a new context: the whole transcript when complete; an incremental one opens empty and
         is fed through ``AgentContext.append`` (which paces it)."""
-        return stream_request(id=self.context_id, text=self.transcript if final else "", voice=self.voice,
+        return StreamRequest(id=self.context_id, text=self.transcript if final else "", voice=self.voice,
                              synthesis={"speed": self.speed}, final=final, lang=self.lang, marks=True)
 
 

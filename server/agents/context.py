@@ -9,10 +9,8 @@ Agent frameworks send LLM output as it comes: a sentence at a time (Pipecat, Liv
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import re
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from server.agents.formats import AudioOutput
 from server.core.events import Event
@@ -24,13 +22,6 @@ _STOP = re.compile(r"(?<!\d)[.!?;。！？；…]['\")\]]*\s*$")
 space. A digit before the stop may be "3." of "3.5" still to come: wait for more."""
 
 EventHandler = Callable[["AgentContext", Event], Awaitable[None]]
-
-
-def stream_request(synthesis: dict[str, Any], **fields: Any) -> StreamRequest:
-    """A ``StreamRequest`` with its synthesis parameters (speed, seed) given by name."""
-    if "synthesis" in {f.name for f in dataclasses.fields(StreamRequest)}:
-        return StreamRequest(synthesis=synthesis, **fields)
-    return StreamRequest(**synthesis, **fields)
 
 
 class AgentContext:

@@ -17,13 +17,14 @@ from typing import Any
 from aiohttp import WSCloseCode, web
 
 from server.agents import wire
-from server.agents.context import AgentContext, stream_request
+from server.agents.context import AgentContext
 from server.agents.elevenlabs_request import Options, options, speed, text_of
 from server.agents.formats import AudioOutput
 from server.agents.socket import AgentSocket, admission, authorized
 from server.agents.timing import CharClock
 from server.core.errors import ServiceError
 from server.core.events import AudioChunk, ChunkMarks, Event, StreamEnd, StreamFailed
+from server.core.service import StreamRequest
 from server.core.state import STATE, AppState
 
 TRANSPORT = "elevenlabs"
@@ -106,7 +107,7 @@ class ElevenLabsSocket(AgentSocket):
             raise ServiceError("too_many_streams", "too many contexts are open on this socket")
         await service.load_voice(self.voice)
         context = ElevenLabsContext(cid, opts, self, service.runtime.engine.sample_rate)
-        request = stream_request(id=cid or "stream-input", text="", voice=self.voice,
+        request = StreamRequest(id=cid or "stream-input", text="", voice=self.voice,
                                 synthesis={"speed": speed(message)}, final=False,
                                 normalize=opts.normalize, lang=opts.lang, marks=True)
         try:

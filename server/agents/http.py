@@ -17,7 +17,6 @@ from aiohttp import web
 
 from server.agents import cartesia, elevenlabs, wire
 from server.agents.cartesia_request import parse
-from server.agents.context import stream_request
 from server.agents.elevenlabs_request import check_model, options, speed, text_of
 from server.agents.formats import AudioOutput
 from server.agents.socket import authorized
@@ -112,7 +111,7 @@ async def _cartesia(request: web.Request, sse: bool) -> web.StreamResponse:
     except ServiceError as error:
         state.service.refused(cartesia.TRANSPORT, error, route=request.path)
         return wire.cartesia_http_error(error)
-    wanted = stream_request(id=f"cartesia-{uuid.uuid4().hex[:12]}", text=parsed.transcript,
+    wanted = StreamRequest(id=f"cartesia-{uuid.uuid4().hex[:12]}", text=parsed.transcript,
                                    voice=parsed.voice, synthesis={"speed": parsed.speed}, lang=parsed.lang,
                                    marks=sse and parsed.add_timestamps)
     rate = _engine_rate(state)
@@ -163,7 +162,7 @@ async def elevenlabs_speech(request: web.Request) -> web.StreamResponse:
     except ServiceError as error:
         state.service.refused(elevenlabs.TRANSPORT, error, route=request.path)
         return wire.elevenlabs_http_error(error)
-    wanted = stream_request(id=f"elevenlabs-{uuid.uuid4().hex[:12]}", text=text,
+    wanted = StreamRequest(id=f"elevenlabs-{uuid.uuid4().hex[:12]}", text=text,
                                    voice=request.match_info["voice_id"], synthesis=synthesis,
                                    normalize=normalize, lang=lang)
     return await _serve(request, state, wanted, elevenlabs.TRANSPORT, opts.output.content_type,

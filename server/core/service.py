@@ -114,7 +114,7 @@ class Service:
         if request.final and not feed.has_silence:  # a document of pauses only is fine: it is its silence
             self._check_speakable(SynthesisItem.of(feed.spoken, voice, params))
         return Stream(request.id, number, voice, params, feed, runtime, sink, self.metrics, transport=transport,
-                      retry_until_s=settings.queue_timeout_s, marks=request.marks)
+                      marks=request.marks)
 
     def _feed(self, request: StreamRequest, voice: Voice, params: SynthesisParams) -> TextFeed:
         """Text → pieces (normalisation, SSML, pauses); SSML errors are bad_request (text.ssml)."""

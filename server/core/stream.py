@@ -56,7 +56,7 @@ class SinkClosed(Exception):
 class Stream:
     def __init__(self, request_id: str, number: int, voice: Voice, params: SynthesisParams, feed: TextFeed,
                  runtime: Runtime, sink: Sink, metrics: Metrics, transport: str = "ws",
-                 retry_until_s: float = 30.0, marks: bool = False) -> None:
+                 marks: bool = False) -> None:
         self.id = request_id
         self.number = number
         """Per-connection stream number (the WebSocket frame header carries it)."""
@@ -68,7 +68,6 @@ class Stream:
         self.sink = sink
         self.metrics = metrics
         self.transport = transport
-        self.retry_until_s = retry_until_s
         self.marks = marks
         """Emit ``ChunkMarks`` before each stretch's audio."""
         self.started_at = time.perf_counter()
