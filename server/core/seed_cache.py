@@ -50,7 +50,10 @@ def _file_id(path: str | None) -> list[Any]:
 def seed_key(*, model: str, files: Sequence[str | None], device: str, dtype: str, scheduler: str,
              max_batch_size: int, nfe_steps: int, voice_frames: int) -> str:
     """What the timings depend on, hashed."""
+    # "cuda:0" names a slot, not a GPU: the device's own name tells another GPU model in that slot apart.
+    hardware = torch.cuda.get_device_name(device) if device.startswith("cuda") else ""
     parts = {"version": VERSION, "model": model, "files": [_file_id(f) for f in files], "device": device,
+             "hardware": hardware,
              "dtype": dtype, "torch": torch.__version__, "scheduler": scheduler, "max_batch_size": max_batch_size,
              "nfe_steps": nfe_steps, "voice_frames": voice_frames}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
