@@ -109,18 +109,26 @@ class StepBatcher(BatcherBase[ItemT, OutT]):
 
     def predict_first_audio(self, item: ItemT) -> float:
         """Seconds until ``item``'s result were it submitted now: the wait for a slot, then its steps."""
-        return self.planner.first_audio(self._ahead(), int(self.model.cost(item)), self.model.steps(item))[1]
+        cost, steps = int(self.model.cost(item)), self.model.steps(item)
+        return self.planner.first_audio(self._ahead(cost, steps), cost, steps)[1]
 
     def admit(self, item: ItemT) -> float:
         """Raise ``QueueFullError`` when ``item`` as a first chunk would miss the admission budget because
         of the work ahead of it (as ``MicroBatcher.admit``); else return the prediction."""
-        return self.planner.admit(self._ahead(), int(self.model.cost(item)), self.model.steps(item))
+        cost, steps = int(self.model.cost(item)), self.model.steps(item)
+        return self.planner.admit(self._ahead(cost, steps), cost, steps)
 
-    def _ahead(self) -> Load:
-        """The load a newcomer waits for under the deadline order: the held items and the queued ones
-        that run before it (``request_planner.ahead``)."""
+    def _ahead(self, cost: int, steps: int) -> Load:
+        """The load a newcomer of ``cost`` frames × ``steps`` waits for under the deadline order: the held
+        items it would not pause (``_preempts``) and the queued ones that run before it
+        (``request_planner.ahead``)."""
         now = asyncio.get_running_loop().time()
-        return dataclasses.replace(self._load(), queued=len(ahead(self._queue, now, self.config.first_audio_s)))
+        held, due = self._held(), now + self.config.first_audio_s
+        stepping = set(plan_round([*held, Held(-1, cost, steps, due, True)], now, self.planner.round_seconds,
+                                  RUN_S).stepping)
+        kept = [h for h in held if h.key in stepping]
+        return Load([h.frames for h in kept], [h.left for h in kept],
+                    len(ahead(self._queue, now, self.config.first_audio_s)), [h.first for h in kept])
 
     def _load(self) -> Load:
         active = list(self._active.values())
@@ -150,18 +158,41 @@ class StepBatcher(BatcherBase[ItemT, OutT]):
         return True
 
     def _admit(self) -> None:
-        """Queued tickets take free slots, least slack first, while the planner says joining pays; the
-        head waits (nothing overtakes it) until a slot it may take frees."""
+        """Queued tickets take free slots, least slack first, while the planner says joining pays or the
+        head preempts (``_preempts``); the head waits (nothing overtakes it) until a slot it may take frees."""
         now = asyncio.get_running_loop().time()
-        queue = policy.by_urgency(self._queue, now, self._alone)
+        queue = self._order(now)
         while queue:
             ticket = queue[0]
             load = dataclasses.replace(self._load(), queued=len(queue) - 1)  # queued behind the newcomer
             if not (self.planner.fits(load, ticket.cost)
-                    and self.planner.joins(load, ticket.cost, self.model.steps(ticket.item), ticket.first)):
+                    and (self.planner.joins(load, ticket.cost, self.model.steps(ticket.item), ticket.first)
+                         or self._preempts(ticket, now))):
                 break
             queue.pop(0)
             self._take(ticket, now)
+
+    def _order(self, now: float) -> list[Ticket[ItemT]]:
+        """The queue least slack first; a first chunk at the head, once it holds the model, is never
+        paused: a queued later chunk that could not wait for all its steps goes ahead of it."""
+        queue = policy.by_urgency(self._queue, now, self._alone)
+        if queue and queue[0].first:
+            due = policy.due_within(queue, now, self._alone, self._alone(queue[0]))
+            if due is not None:
+                queue.remove(due)
+                queue.insert(0, due)
+        return queue
+
+    def _held(self) -> list[Held]:
+        return [Held(t.seq, t.cost, self._left[t.seq], t.deadline, t.first) for t in self._active.values()]
+
+    def _preempts(self, ticket: Ticket[ItemT], now: float) -> bool:
+        """Whether ``ticket``, held, would step alone with every held item paused (``batching.pausing``:
+        each has the slack to wait for all of its steps, and it makes its step dearer). On a curve where an
+        extra row costs about as much as the row itself, ``joins`` keeps one item at a time; without this
+        a newcomer would wait for a later chunk whose listener has seconds of audio still to play."""
+        newcomer = Held(ticket.seq, ticket.cost, self.model.steps(ticket.item), ticket.deadline, ticket.first)
+        return plan_round([*self._held(), newcomer], now, self.planner.round_seconds, RUN_S).stepping == [ticket.seq]
 
     def _alone(self, ticket: Ticket[ItemT]) -> float:
         """Predicted seconds of the item's steps, stepping alone."""
@@ -182,8 +213,7 @@ class StepBatcher(BatcherBase[ItemT, OutT]):
         joining, leaving = self._joining, self._leaving
         self._joining, self._leaving = [], []
         now = asyncio.get_running_loop().time()
-        held = [Held(t.seq, t.cost, self._left[t.seq], t.deadline, t.first) for t in self._active.values()]
-        plan = plan_round(held, now, self.planner.round_seconds, RUN_S)
+        plan = plan_round(self._held(), now, self.planner.round_seconds, RUN_S)
         self._stepping = plan.stepping
         self.paused_steps += len(plan.paused)
         frames = [self._active[key].cost for key in plan.stepping]

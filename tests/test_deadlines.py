@@ -6,11 +6,15 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from types import SimpleNamespace
+from typing import Any
 
 import aiohttp
 import orjson
 import pytest
 
+from batching import BatcherConfig, StepBatcher
+from batching.cost import CostSample
 from batching.pausing import Held, plan_round
 from batching.playback import Playback
 from server.core.settings import Settings
@@ -113,6 +117,113 @@ def test_a_pause_bounds_the_workers_run() -> None:
     assert plan.paused == [1]
     # It must resume while its own 4 steps (at today's price, with margin) still fit before its deadline.
     assert plan.run_s <= 1.0 - 4 * linear([500, 500]) * 1.25 + 1e-9
+
+
+# -- preemption through the step batcher (scripted model, real time) -------------------------------------
+
+STEP_S = 0.004
+"""Seconds of one step of one item of the scripted model; n items cost n times that (compute-bound)."""
+
+
+class ScriptedSteps:
+    """A ``StepModel`` whose items are (name, steps): each step of n items sleeps n × ``STEP_S``; it
+    records the order items finish in."""
+
+    def __init__(self) -> None:
+        self.left: dict[object, int] = {}
+        self.names: dict[object, str] = {}
+        self.finished: list[str] = []
+
+    def cost(self, item: tuple[str, int]) -> int:
+        return 500
+
+    def steps(self, item: tuple[str, int]) -> int:
+        return item[1]
+
+    def add(self, item: tuple[str, int], key: object) -> int:
+        self.left[key], self.names[key] = item[1], item[0]
+        return 500
+
+    def remove(self, key: object) -> None:
+        self.left.pop(key, None)
+
+    def step_isolating(self, keys: object = None) -> object:
+        chosen = [k for k in (self.left if keys is None else keys) if self.left.get(k, 0) > 0]  # type: ignore[attr-defined]
+        time.sleep(STEP_S * len(chosen))
+        for key in chosen:
+            self.left[key] -= 1
+        return SimpleNamespace(finished=[k for k in chosen if self.left[k] == 0], failed={})
+
+    def finish(self, keys: object) -> list[str]:
+        names = [self.names[k] for k in keys]  # type: ignore[attr-defined]
+        self.finished += names
+        for key in keys:  # type: ignore[attr-defined]
+            self.remove(key)
+        return names
+
+    def pass_cost(self, keys: object = None) -> tuple[int, int]:
+        return len(self.left if keys is None else list(keys)), 500  # type: ignore[call-overload]
+
+    @property
+    def active(self) -> int:
+        return sum(1 for left in self.left.values() if left > 0)
+
+
+async def scripted_batcher() -> tuple[StepBatcher[Any, Any], ScriptedSteps]:
+    model = ScriptedSteps()
+    batcher: StepBatcher[Any, Any] = StepBatcher(model, BatcherConfig(scheduler="step", queue_timeout_s=20.0))
+    batcher.planner.seed_passes([CostSample(n, 500, n * STEP_S) for n in (1, 2, 4, 8)])
+    await batcher.start()
+    return batcher, model
+
+
+async def test_a_newcomer_preempts_a_later_chunk_with_audio_to_spare() -> None:
+    """A later chunk whose listener has seconds of audio ahead is running alone when a newcomer as long
+    arrives (sharing steps would not pay): the newcomer steps alone at once (the later chunk pauses, state
+    kept) instead of waiting for the later chunk's 200 steps; the later chunk still meets its deadline."""
+    batcher, model = await scripted_batcher()
+    loop = asyncio.get_running_loop()
+    later = batcher.submit(("later", 200), first=False, deadline=loop.time() + 10.0)
+    while batcher.steps_run < 5:
+        await asyncio.sleep(0.005)
+    first = batcher.submit(("first", 200), first=True)
+    await asyncio.gather(first.future, later.future)
+    await batcher.close()
+    assert model.finished == ["first", "later"]
+    assert batcher.paused_steps > 0
+    assert loop.time() < later.deadline
+
+
+async def test_a_later_chunk_without_slack_is_not_preempted() -> None:
+    """The same, but the later chunk's listener runs out of audio about when its own steps end: it is
+    never paused, and the newcomer waits for it."""
+    batcher, model = await scripted_batcher()
+    loop = asyncio.get_running_loop()
+    later = batcher.submit(("later", 200), first=False, deadline=loop.time() + 200 * STEP_S * 1.3)
+    while batcher.steps_run < 5:
+        await asyncio.sleep(0.005)
+    first = batcher.submit(("first", 200), first=True)
+    await asyncio.gather(first.future, later.future)
+    await batcher.close()
+    assert model.finished == ["later", "first"]
+    assert batcher.paused_steps == 0
+
+
+async def test_a_later_chunk_due_soon_goes_before_a_late_newcomer() -> None:
+    """Queued behind a running first chunk: a newcomer already past its target (least slack by the order
+    of first chunks) and a later chunk that meets its deadline only if it goes next. A first chunk is never
+    paused once it holds the model, so the later chunk takes the model first."""
+    batcher, model = await scripted_batcher()
+    loop = asyncio.get_running_loop()
+    running = batcher.submit(("running", 50), first=True)
+    while batcher.steps_run < 5:
+        await asyncio.sleep(0.005)
+    now = loop.time()
+    late = batcher.submit(("late newcomer", 100), first=True, deadline=now - 1.0)
+    due = batcher.submit(("later", 40), first=False, deadline=now + (45 + 40 * 1.3) * STEP_S + 0.05)
+    await asyncio.gather(running.future, late.future, due.future)
+    await batcher.close()
+    assert model.finished == ["running", "later", "late newcomer"]
 
 
 # -- through the server -------------------------------------------------------------------------------
