@@ -14,6 +14,9 @@ a newcomer takes a free slot at the next step when ``StepPlanner.joins`` says th
 summed completion time, instead of waiting for a whole batch. The queue is taken least slack first
 (``policy.by_urgency``: nothing overtakes its head while it waits for a slot), and between steps held
 later chunks with ample slack pause so that urgent items step in a smaller pass (``batching.pausing``).
+The head of the queue also takes a slot when it would step alone with every held item paused (it
+preempts later chunks whose listeners have audio to spare): where an extra row costs about what the row
+does, that is how a newcomer avoids waiting for a long later chunk that nobody needs yet.
 
 The stepping model is not thread-safe: every model call (add, remove, step, finish) is made on the one
 worker thread (``batching.step_worker``). Cancellations made on the event loop are queued in ``_leaving``

@@ -57,12 +57,12 @@ async def test_server_runs_model_work_on_one_thread(start_server: Callable[..., 
     monkeypatch.setattr(Engine, "load", classmethod(_spy(seen, "load", Engine.load.__func__)))  # type: ignore[attr-defined]
     for name in ("attach", "synthesize"):
         monkeypatch.setattr(Engine, name, _spy(seen, name, getattr(Engine, name)))
-    # The step scheduler (the default) times its cost model's seed with step passes at startup.
+    # The step scheduler times its cost model's seed with step passes at startup.
     monkeypatch.setattr(EngineStepModel, "step_isolating",
                         _spy(seen, "step_isolating", EngineStepModel.step_isolating))
     for name in ("default_voice", "load_reference", "voice_from_reference", "encode_reference"):
         monkeypatch.setattr(store_module, name, _spy(seen, name, getattr(store_module, name)))
-    live = await start_server(test_settings.replace(warmup=True, max_batch_size=2))
+    live = await start_server(test_settings.replace(warmup=True, max_batch_size=2, scheduler="step"))
     assert (await upload_voice(live, "en")).status == 201
     async with TTSClient(live.ws_url) as client:
         result = await client.synthesize("Hello there.", voice="en", seed=1)

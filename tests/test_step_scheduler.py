@@ -1,7 +1,7 @@
-"""The step scheduler (``--scheduler step``, the default) on the real tiny engine: joins mid-run, exactness
+"""The step scheduler (``--scheduler step``) on the real tiny engine: joins mid-run, exactness
 against solo runs, cancellation, deadlines, fault isolation, refusal, steps split by length; and the join
-rule and split on scripted step cost curves. The server tests run it as the default (both schedulers side
-by side: tests/test_ws_stream.py)."""
+rule and split on scripted step cost curves. The server tests run both schedulers side by side
+(tests/test_ws_stream.py)."""
 
 from __future__ import annotations
 

@@ -75,7 +75,7 @@ class Settings:
     queue_timeout_s: float = _opt("a stream's first chunk not started by then fails with timeout (later chunks "
                                   "of a playing stream never time out)", default=30.0)
     scheduler: str = _opt("request (whole batches run to completion) or step (requests join a running batch "
-                          "between flow steps)", default="step")
+                          "between flow steps)", default="request")
     batch_policy: str = _opt("latency (a chunk joins a batch only where the learned cost model says it finishes "
                              "the queue sooner) or fill (fill every batch, the old policy)", default="latency")
     admission: bool = _opt("refuse a new stream at once (queue_full + retry_after_ms) when its first audio is "
