@@ -37,7 +37,7 @@ from batching.base import BatcherBase
 from batching.config import BatcherConfig
 from batching.cost import CostSample
 from batching.errors import BatcherClosedError, BatcherError
-from batching.pausing import Held, plan_round
+from batching.pausing import Held, Round, plan_round
 from batching.protocol import BatchObserver
 from batching.queue import Ticket
 from batching.request_planner import ahead
@@ -127,8 +127,7 @@ class StepBatcher(BatcherBase[ItemT, OutT]):
         (``request_planner.ahead``)."""
         now = asyncio.get_running_loop().time()
         held, due = self._held(), now + self.config.first_audio_s
-        stepping = set(plan_round([*held, Held(-1, cost, steps, due, True)], now, self.planner.round_seconds,
-                                  RUN_S).stepping)
+        stepping = set(self._plan(now, Held(-1, cost, steps, due, True)).stepping)
         kept = [h for h in held if h.key in stepping]
         return Load([h.frames for h in kept], [h.left for h in kept],
                     len(ahead(self._queue, now, self.config.first_audio_s)), [h.first for h in kept])
@@ -189,13 +188,17 @@ class StepBatcher(BatcherBase[ItemT, OutT]):
     def _held(self) -> list[Held]:
         return [Held(t.seq, t.cost, self._left[t.seq], t.deadline, t.first) for t in self._active.values()]
 
+    def _plan(self, now: float, *newcomers: Held) -> Round:
+        """Which held items (and ``newcomers``, as if held) step next and which pause (``plan_round``)."""
+        return plan_round([*self._held(), *newcomers], now, self.planner.round_seconds, RUN_S)
+
     def _preempts(self, ticket: Ticket[ItemT], now: float) -> bool:
         """Whether ``ticket``, held, would step alone with every held item paused (``batching.pausing``:
         each has the slack to wait for all of its steps, and it makes its step dearer). On a curve where an
         extra row costs about as much as the row itself, ``joins`` keeps one item at a time; without this
         a newcomer would wait for a later chunk whose listener has seconds of audio still to play."""
         newcomer = Held(ticket.seq, ticket.cost, self.model.steps(ticket.item), ticket.deadline, ticket.first)
-        return plan_round([*self._held(), newcomer], now, self.planner.round_seconds, RUN_S).stepping == [ticket.seq]
+        return self._plan(now, newcomer).stepping == [ticket.seq]
 
     def _alone(self, ticket: Ticket[ItemT]) -> float:
         """Predicted seconds of the item's steps, stepping alone."""
@@ -216,7 +219,7 @@ class StepBatcher(BatcherBase[ItemT, OutT]):
         joining, leaving = self._joining, self._leaving
         self._joining, self._leaving = [], []
         now = asyncio.get_running_loop().time()
-        plan = plan_round(self._held(), now, self.planner.round_seconds, RUN_S)
+        plan = self._plan(now)
         self._stepping = plan.stepping
         self.paused_steps += len(plan.paused)
         frames = [self._active[key].cost for key in plan.stepping]

@@ -21,25 +21,18 @@ from __future__ import annotations
 import asyncio
 import json
 import shlex
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 
 from bench.common import (
     TEXT_MIX,
-    free_port,
-    http_ready,
     parser,
     percentile,
     print_json,
-    server_command,
-    start_process,
-    stop,
-    wait_ready,
+    served,
     write_json,
 )
 
@@ -136,14 +129,8 @@ def main() -> None:
     args_parser.add_argument("--server-flags", default="", help="extra `python -m server` flags, one string")
     args_parser.add_argument("--out", default="")
     args = args_parser.parse_args()
-    port = free_port()
-    log = Path(tempfile.mkdtemp(prefix="bench-agents-")) / "server.log"
-    proc = start_process(server_command(port, *shlex.split(args.server_flags), model=args.model), log)
-    try:
-        wait_ready(proc, http_ready(port), timeout_s=600, log=log)
-        ttfa = asyncio.run(measure(f"http://127.0.0.1:{port}", args.rounds))
-    finally:
-        stop(proc)
+    with served(*shlex.split(args.server_flags), model=args.model) as (url, _):
+        ttfa = asyncio.run(measure(url, args.rounds))
     report = {"rounds": args.rounds, "model": args.model, "server_flags": args.server_flags, "ttfa": summarise(ttfa)}
     for name, row in report["ttfa"].items():
         print(f"{name:<11} p50 {row['p50_ms']:7.1f} ms ({row['p50_ratio']:.3f}x)   "

@@ -7,15 +7,17 @@ helpers that need torch live in :mod:`bench.models`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -132,6 +134,20 @@ def stop(proc: subprocess.Popen[bytes], grace_s: float = 15.0) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+@contextlib.contextmanager
+def served(*flags: str, model: str = "tiny", timeout_s: float = 600.0) -> Iterator[tuple[str, Path]]:
+    """``python -m server`` as shipped (plus ``flags``) on a free port, until ready: (its base URL, its log,
+    kept after the server stops); stopped on exit."""
+    port = free_port()
+    log = Path(tempfile.mkdtemp(prefix="bench-server-")) / "server.log"
+    proc = start_process(server_command(port, *flags, model=model), log)
+    try:
+        wait_ready(proc, http_ready(port), timeout_s, log)
+        yield f"http://127.0.0.1:{port}", log
+    finally:
+        stop(proc)
 
 
 def rss_mb(pid: int) -> float:

@@ -23,12 +23,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
+import shlex
 import sys
-import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -36,15 +35,10 @@ import orjson
 
 from bench.common import (
     TEXT_MIX,
-    free_port,
-    http_ready,
     parser,
     percentile,
     print_json,
-    server_command,
-    start_process,
-    stop,
-    wait_ready,
+    served,
     write_json,
 )
 
@@ -149,22 +143,16 @@ def main() -> int:
     cli.add_argument("--pause-s", type=float, default=5.0, help="between phases (the server drains)")
     cli.add_argument("--timeout-s", type=float, default=600.0)
     cli.add_argument("--seed", type=int, default=0)
-    cli.add_argument("--flags", default="", help="server flags, when this starts the server")
+    cli.add_argument("--server-flags", default="",
+                     help="extra `python -m server` flags, one string (when this starts the server)")
     cli.add_argument("--out", default="out/bench_overload")
     args = cli.parse_args()
     if args.url:
         report = asyncio.run(run(args.url.rstrip("/"), args))
     else:
-        port = free_port()
-        with tempfile.TemporaryDirectory() as tmp:
-            log = Path(tmp) / "server.log"
-            proc = start_process(server_command(port, *args.flags.split()), log)
-            try:
-                wait_ready(proc, http_ready(port), 120, log)
-                report = asyncio.run(run(f"http://127.0.0.1:{port}", args))
-            finally:
-                stop(proc)
-            report["server_log_tracebacks"] = log.read_text(errors="replace").count("Traceback")
+        with served(*shlex.split(args.server_flags)) as (url, log):
+            report = asyncio.run(run(url, args))
+        report["server_log_tracebacks"] = log.read_text(errors="replace").count("Traceback")
     write_json(report, args.out)
     print_json(report)
     return 0

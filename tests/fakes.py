@@ -7,11 +7,12 @@ import threading
 import time
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
 
+from batching import StepBatcher
 from engine import SynthesisItem
 from engine.step_adapter import EngineStepModel
 from engine.step_sampler import StepResult
@@ -128,3 +129,9 @@ class Gate:
 
     async def wait_entered(self) -> None:
         assert await asyncio.to_thread(self.entered.wait, 10)
+
+
+async def until_steps(batcher: StepBatcher[Any, Any], steps: int) -> None:
+    """Wait until the step scheduler has taken ``steps`` steps."""
+    while batcher.steps_run < steps:
+        await asyncio.sleep(0.002)

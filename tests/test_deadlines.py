@@ -17,8 +17,10 @@ from batching import BatcherConfig, StepBatcher
 from batching.cost import CostSample
 from batching.pausing import Held, plan_round
 from batching.playback import Playback
+from batching.queue import Ticket
 from server.core.settings import Settings
 from tests.conftest import LiveServer
+from tests.fakes import until_steps
 
 LONG_TEXT = ("The first sentence is here to open the stream. A second one follows it, a little longer than the "
              "first. Then a third sentence makes sure there is more than one chunk. And a fourth one closes it.")
@@ -177,34 +179,32 @@ async def scripted_batcher() -> tuple[StepBatcher[Any, Any], ScriptedSteps]:
     return batcher, model
 
 
+async def newcomer_while_later_runs(due_in_s: float) -> tuple[StepBatcher[Any, Any], ScriptedSteps, Ticket[Any]]:
+    """A later chunk of 200 steps, due ``due_in_s`` after its submission, runs alone; 5 steps in, a newcomer
+    as long arrives. Returns once both are done: the closed batcher, the model and the later chunk's ticket."""
+    batcher, model = await scripted_batcher()
+    later = batcher.submit(("later", 200), first=False, deadline=asyncio.get_running_loop().time() + due_in_s)
+    await until_steps(batcher, 5)
+    first = batcher.submit(("first", 200), first=True)
+    await asyncio.gather(first.future, later.future)
+    await batcher.close()
+    return batcher, model, later
+
+
 async def test_a_newcomer_preempts_a_later_chunk_with_audio_to_spare() -> None:
     """A later chunk whose listener has seconds of audio ahead is running alone when a newcomer as long
     arrives (sharing steps would not pay): the newcomer steps alone at once (the later chunk pauses, state
     kept) instead of waiting for the later chunk's 200 steps; the later chunk still meets its deadline."""
-    batcher, model = await scripted_batcher()
-    loop = asyncio.get_running_loop()
-    later = batcher.submit(("later", 200), first=False, deadline=loop.time() + 10.0)
-    while batcher.steps_run < 5:
-        await asyncio.sleep(0.005)
-    first = batcher.submit(("first", 200), first=True)
-    await asyncio.gather(first.future, later.future)
-    await batcher.close()
+    batcher, model, later = await newcomer_while_later_runs(10.0)
     assert model.finished == ["first", "later"]
     assert batcher.paused_steps > 0
-    assert loop.time() < later.deadline
+    assert asyncio.get_running_loop().time() < later.deadline
 
 
 async def test_a_later_chunk_without_slack_is_not_preempted() -> None:
     """The same, but the later chunk's listener runs out of audio about when its own steps end: it is
     never paused, and the newcomer waits for it."""
-    batcher, model = await scripted_batcher()
-    loop = asyncio.get_running_loop()
-    later = batcher.submit(("later", 200), first=False, deadline=loop.time() + 200 * STEP_S * 1.3)
-    while batcher.steps_run < 5:
-        await asyncio.sleep(0.005)
-    first = batcher.submit(("first", 200), first=True)
-    await asyncio.gather(first.future, later.future)
-    await batcher.close()
+    batcher, model, _ = await newcomer_while_later_runs(200 * STEP_S * 1.3)
     assert model.finished == ["later", "first"]
     assert batcher.paused_steps == 0
 
@@ -216,8 +216,7 @@ async def test_a_later_chunk_due_soon_goes_before_a_late_newcomer() -> None:
     batcher, model = await scripted_batcher()
     loop = asyncio.get_running_loop()
     running = batcher.submit(("running", 50), first=True)
-    while batcher.steps_run < 5:
-        await asyncio.sleep(0.005)
+    await until_steps(batcher, 5)
     now = loop.time()
     late = batcher.submit(("late newcomer", 100), first=True, deadline=now - 1.0)
     due = batcher.submit(("later", 40), first=False, deadline=now + (45 + 40 * 1.3) * STEP_S + 0.05)

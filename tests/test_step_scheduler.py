@@ -17,6 +17,7 @@ from batching.step_planner import Load, StepPlanner
 from engine import Engine, SynthesisItem, Voice
 from engine.step_adapter import EngineStepModel
 from engine.step_sampler import StepSampler
+from tests.fakes import until_steps
 
 TOLERANCE = 1e-3
 LONG = "This one is a rather long sentence, so that it takes many flow steps to finish."
@@ -55,11 +56,6 @@ async def started_batcher(model: EngineStepModel, config: BatcherConfig = CONFIG
     batcher: StepBatcher[SynthesisItem, np.ndarray] = StepBatcher(model, config)
     await batcher.start()
     return batcher
-
-
-async def until_steps(batcher: StepBatcher[SynthesisItem, np.ndarray], steps: int) -> None:
-    while batcher.steps_run < steps:
-        await asyncio.sleep(0.002)
 
 
 @pytest.mark.slow
