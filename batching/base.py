@@ -16,6 +16,7 @@ from collections.abc import Callable, Hashable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Generic, TypeVar
 
+from batching import policy
 from batching.config import BatcherConfig
 from batching.errors import BatcherClosedError, QueueTimeoutError
 from batching.protocol import BatchObserver, NullObserver
@@ -97,6 +98,25 @@ class BatcherBase(Generic[ItemT, OutT]):
 
     def submit(self, item: ItemT, *, first: bool = True, request_id: str | None = None,
                timeout_s: float | None = None, deadline: float | None = None) -> Ticket[ItemT]:
+        raise NotImplementedError
+
+    def backlog_seconds(self) -> float:
+        """Predicted seconds a newcomer submitted now would wait before the model starts on it (the work
+        ahead of it under the deadline order), whatever the newcomer is: the retry hint of a refusal that
+        has no item, and the cheap half of admission."""
+        raise NotImplementedError
+
+    def refuse_early(self) -> None:
+        """With admission on, raise ``QueueFullError`` (retry hint: when the backlog will have drained
+        enough) when the work ahead alone already puts any newcomer's first audio past the budget: front
+        ends call it before they prepare a request's text, so that a refusal under overload costs almost
+        nothing. ``submit`` still decides with the item's own cost."""
+        if self.config.admission:
+            backlog = self.backlog_seconds()
+            policy.within_budget(backlog, backlog, self.config.admission_ttfa_s, self.observer,
+                                 self._admission_margin())
+
+    def _admission_margin(self) -> float:
         raise NotImplementedError
 
     # -- queueing -------------------------------------------------------------------------------------

@@ -105,6 +105,13 @@ class MicroBatcher(BatcherBase[ItemT, OutT]):
         return self.planner.predict_first_audio(self._queue, int(self.model.cost(item)),
                                                   self.model.batch_key(item), now)
 
+    def backlog_seconds(self) -> float:
+        now = asyncio.get_running_loop().time()
+        return self.planner.backlog_ahead(self._queue, now)
+
+    def _admission_margin(self) -> float:
+        return self.planner.misses.margin()
+
     def admit(self, item: ItemT) -> float:
         """Raise ``QueueFullError`` (with a retry hint) when ``item`` as a first chunk would miss the
         admission budget; else return the prediction. ``submit(first=True)`` does this itself when

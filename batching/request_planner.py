@@ -103,12 +103,23 @@ class RequestPlanner:
         return policy.within_budget(backlog, backlog + self.costs.predict(key, 1, cost),
                                     self.config.admission_ttfa_s, self.observer, self.misses.margin())
 
+    def backlog_ahead(self, queue: PendingQueue[Any], now: float) -> float:
+        """``backlog`` for a newcomer of no particular size: the running batch's rest and the work ahead
+        of it, priced by the work's own keys and lengths."""
+        tickets = ahead(queue, now, self.config.first_audio_s)
+        if not tickets:
+            return self._running_rest(now)
+        return self.backlog(queue, tickets[0].cost, tickets[0].key, now, tickets)
+
+    def _running_rest(self, now: float) -> float:
+        return max(0.0, self._running_until - now) if self._running_until is not None else 0.0
+
     def backlog(self, queue: PendingQueue[Any], cost: int, key: Hashable, now: float,
                 tickets: Sequence[Ticket[Any]] | None = None) -> float:
         """Predicted seconds until the model is free of everything running and ``tickets`` (default: all
         queued)."""
         predict = self.predictor(key)
-        running = max(0.0, self._running_until - now) if self._running_until is not None else 0.0
+        running = self._running_rest(now)
         tickets = list(queue) if tickets is None else tickets
         queued = len(tickets)
         frames = sum(t.cost for t in tickets) // queued if queued else cost

@@ -115,6 +115,15 @@ class StepBatcher(BatcherBase[ItemT, OutT]):
         cost, steps = int(self.model.cost(item)), self.model.steps(item)
         return self.planner.first_audio(self._ahead(cost, steps), cost, steps)[1]
 
+    def backlog_seconds(self) -> float:
+        """(For a newcomer as long as the average of the work in hand, at the seeded step count.)"""
+        frames = [t.cost for t in self._active.values()] + [t.cost for t in self._queue]
+        cost, steps = sum(frames) // len(frames) if frames else 0, self.planner.seed_steps
+        return self.planner.backlog(self._ahead(cost, steps), cost, steps) if frames else 0.0
+
+    def _admission_margin(self) -> float:
+        return self.planner.misses.margin()
+
     def admit(self, item: ItemT) -> float:
         """Raise ``QueueFullError`` when ``item`` as a first chunk would miss the admission budget because
         of the work ahead of it (as ``MicroBatcher.admit``); else return the prediction."""

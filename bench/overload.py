@@ -15,13 +15,16 @@ concurrent WebSocket streams (``/v1/stream``), texts from the load test's mix. E
   promises none.
 
 Reports per phase: counts by outcome, refusal seconds p50/p95/max, hints, and the accepted requests'
-TTFA and latency p50/p95; writes ``<out>.json``.
+TTFA and latency p50/p95; then ``probe``: ``--probes`` more requests sent 50 ms apart from
+``--probe-after-s`` into the burst, while its accepted requests hold the server (the refusal's own cost,
+not the burst's 200 connections queued on this machine's event loops); writes ``<out>.json``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import random
 import shlex
 import sys
@@ -53,7 +56,8 @@ class Outcome:
     hinted: bool = False
 
 
-async def http_speech(session: aiohttp.ClientSession, base: str, text: str) -> Outcome:
+async def http_speech(session: aiohttp.ClientSession, base: str, text: str, answer_only: bool = False) -> Outcome:
+    """``answer_only``: return at the status, ``accepted``, without reading an accepted body."""
     body = {"model": "tts-1", "input": text, "voice": "alloy", "response_format": "pcm"}
     started = time.perf_counter()
     try:
@@ -62,6 +66,8 @@ async def http_speech(session: aiohttp.ClientSession, base: str, text: str) -> O
                 await response.read()
                 return Outcome(str(response.status), time.perf_counter() - started,
                                hinted="Retry-After" in response.headers)
+            if answer_only:
+                return Outcome("accepted", time.perf_counter() - started)
             ttfa = None
             async for _ in response.content.iter_any():
                 ttfa = ttfa if ttfa is not None else time.perf_counter() - started
@@ -72,13 +78,17 @@ async def http_speech(session: aiohttp.ClientSession, base: str, text: str) -> O
     return Outcome("ok", time.perf_counter() - started, ttfa)
 
 
-async def ws_stream(session: aiohttp.ClientSession, base: str, text: str, n: int) -> Outcome:
+async def ws_stream(session: aiohttp.ClientSession, base: str, text: str, n: int,
+                    answer_only: bool = False) -> Outcome:
+    """``answer_only``: return at the first audio, ``accepted``."""
     started, ttfa = time.perf_counter(), None
     try:
         async with session.ws_connect(f"{base.replace('http', 'ws', 1)}/v1/stream") as ws:
             await ws.send_str(orjson.dumps({"type": "synthesize", "id": f"s{n}", "text": text}).decode())
             async for message in ws:
                 if message.type == aiohttp.WSMsgType.BINARY:
+                    if answer_only:
+                        return Outcome("accepted", time.perf_counter() - started)
                     ttfa = ttfa if ttfa is not None else time.perf_counter() - started
                     continue
                 if message.type != aiohttp.WSMsgType.TEXT:
@@ -115,6 +125,19 @@ def summarise(outcomes: list[Outcome], wall_s: float) -> dict[str, Any]:
             "latency_p95_s": percentile([o.seconds for o in ok], 95), "wall_s": round(wall_s, 2)}
 
 
+async def probe(phase: str, session: aiohttp.ClientSession, base: str, text: str, count: int,
+                delay_s: float, gap_s: float = 0.05) -> list[Outcome]:
+    """Requests ``gap_s`` apart while the burst's accepted requests (and the accepted probes, until their
+    first audio) hold the server: a refusal's own cost, without the burst's 200 connections queued in
+    front of it on this machine's two event loops."""
+    send = http_speech if phase == "http" else functools.partial(ws_stream, n=0)
+    tasks = []
+    for n in range(count):
+        await asyncio.sleep(delay_s if n == 0 else gap_s)
+        tasks.append(asyncio.create_task(send(session, base, text, answer_only=True)))
+    return list(await asyncio.gather(*tasks))
+
+
 async def run(base: str, args: argparse.Namespace) -> dict[str, Any]:
     rng = random.Random(args.seed)
     weights, texts = zip(*TEXT_MIX, strict=True)
@@ -125,11 +148,17 @@ async def run(base: str, args: argparse.Namespace) -> dict[str, Any]:
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
         for phase in args.phases:
             started = time.perf_counter()
+            probes = asyncio.create_task(probe(phase, session, base, picks[0], args.probes, args.probe_after_s))
             if phase == "http":
                 outcomes = await asyncio.gather(*(http_speech(session, base, t) for t in picks))
             else:
                 outcomes = await asyncio.gather(*(ws_stream(session, base, t, n) for n, t in enumerate(picks)))
             report[phase] = summarise(list(outcomes), time.perf_counter() - started)
+            alone = [o for o in await probes if o.end not in ("accepted", "truncated")]
+            report[phase]["probe"] = {"sent": args.probes, "refused": len(alone),
+                                      "refused_with_hint": sum(o.hinted for o in alone),
+                                      "refusal_p50_s": percentile([o.seconds for o in alone], 50),
+                                      "refusal_max_s": round(max((o.seconds for o in alone), default=0.0), 4)}
             print(orjson.dumps({phase: report[phase]}).decode(), file=sys.stderr)
             await asyncio.sleep(args.pause_s)
     return report
@@ -140,6 +169,9 @@ def main() -> int:
     cli.add_argument("--url", help="a running server (default: start `python -m server --model tiny`)")
     cli.add_argument("--requests", type=int, default=200)
     cli.add_argument("--phases", type=lambda s: s.split(","), default=["http", "ws"])
+    cli.add_argument("--probes", type=int, default=20,
+                     help="then this many requests, 50 ms apart, while the burst's accepted ones run")
+    cli.add_argument("--probe-after-s", type=float, default=0.5, help="when the probes start, after the burst")
     cli.add_argument("--pause-s", type=float, default=5.0, help="between phases (the server drains)")
     cli.add_argument("--timeout-s", type=float, default=600.0)
     cli.add_argument("--seed", type=int, default=0)

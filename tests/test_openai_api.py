@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import io
+import logging
 
 import aiohttp
 import av
@@ -13,8 +15,11 @@ import openai
 import orjson
 import pytest
 import soundfile as sf
+from aiohttp import web
+from aiohttp.client_exceptions import ClientConnectionResetError
 
 from f5tts_client import TTSClient
+from server.http import openai as openai_routes
 from tests.conftest import LiveServer, upload_voice, wait_until
 from tests.fakes import Gate
 
@@ -229,4 +234,31 @@ async def test_client_disconnect_cancels_queued_chunks(live_en: LiveServer) -> N
         await asyncio.sleep(0.02)
     assert live_en.state.service.active == 0 and live_en.metric("tts_queue_depth") == 0
     assert live_en.metric("tts_inflight_requests", transport="http") == 0
+    assert live_en.metric("tts_requests_total", transport="http", outcome="cancelled") == 1
+
+
+async def test_a_client_leaving_mid_body_is_a_cancelled_request_not_an_error(
+        live_en: LiveServer, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The connection closes under a write before aiohttp has cancelled the handler (a race that a burst
+    of 200 clients hits): the request ends ``cancelled``, with no error and no traceback in the log."""
+    real = openai_routes._write
+    writes = 0
+
+    async def closing(response: web.StreamResponse, data: bytes, sse: bool) -> None:
+        nonlocal writes
+        writes += 1
+        if writes > 1:
+            raise ClientConnectionResetError("Cannot write to closing transport")
+        await real(response, data, sse)
+
+    monkeypatch.setattr(openai_routes, "_write", closing)
+    text = "The listener hangs up as soon as the first words arrive. " * 6
+    async with aiohttp.ClientSession() as session, session.post(live_en.url("/v1/audio/speech"), json={
+            "model": "tts-1", "voice": "en", "input": text, "response_format": "pcm", "nfe_steps": 4}) as response:
+        assert response.status == 200
+        with contextlib.suppress(aiohttp.ClientPayloadError):
+            await response.read()
+    await wait_until(lambda: live_en.state.service.active == 0)
+    assert writes == 2
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
     assert live_en.metric("tts_requests_total", transport="http", outcome="cancelled") == 1

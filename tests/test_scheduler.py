@@ -7,6 +7,7 @@ decisions do not depend on this machine's timing) and once on the real tiny engi
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -278,6 +279,32 @@ async def test_admission_counts_only_the_work_that_runs_before_a_newcomer(make) 
     gate.set()
     await asyncio.gather(running.future, newcomer.future, *(t.future for t in playing))
     assert batcher.model.calls[1] == [9]
+
+
+async def test_refuse_early_prices_the_work_ahead_without_the_newcomer(make) -> None:
+    """Front ends ask before they prepare a request's text: refused only when the backlog alone is over."""
+    gate = threading.Event()
+    batcher = await make(half_second, admission=True, admission_ttfa_s=1.2)
+    batcher.model.gate = gate
+    batcher.refuse_early()  # idle
+    running = batcher.submit(FakeItem(0), first=True)
+    await asyncio.to_thread(batcher.model.started.wait, 5)
+    queued = [batcher.submit(FakeItem(1), first=True)]
+    assert batcher.backlog_seconds() == pytest.approx(1.0, abs=0.1)  # the running batch's rest + one queued
+    batcher.refuse_early()  # 1.0 s ahead: a newcomer may still make it
+    now = asyncio.get_running_loop().time()
+    queued += [batcher.submit(FakeItem(n), first=False, deadline=now + 30) for n in (2, 3)]
+    batcher.refuse_early()  # later chunks with audio in hand run after a newcomer: not counted
+    batcher.config = dataclasses.replace(batcher.config, admission=False)
+    queued.append(batcher.submit(FakeItem(4), first=True))
+    batcher.config = dataclasses.replace(batcher.config, admission=True)
+    assert batcher.backlog_seconds() == pytest.approx(1.5, abs=0.1)
+    with pytest.raises(QueueFullError) as refused:
+        batcher.refuse_early()
+    assert refused.value.code == "queue_full" and 200 <= refused.value.retry_after_ms <= 400
+    assert batcher.observer.rejections == ["over_budget"]
+    gate.set()
+    await asyncio.gather(running.future, *(t.future for t in queued))
 
 
 @pytest.mark.slow

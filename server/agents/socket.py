@@ -40,7 +40,8 @@ def admission(state: AppState) -> ServiceError | None:
     if state.draining:
         return ServiceError("shutting_down", "the server is shutting down", retry_after_ms=1000)
     if len(state.connections) >= state.settings.max_sockets:
-        return ServiceError("too_many_sockets", f"at most {state.settings.max_sockets} sockets are served at once")
+        return state.service.busy_error("too_many_sockets",
+                                        f"at most {state.settings.max_sockets} sockets are served at once")
     return None
 
 

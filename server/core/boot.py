@@ -29,6 +29,7 @@ from observability.startup import Phases
 from server.core import seed_cache
 from server.core.settings import Settings
 from server.core.voices import VoiceStore
+from text.normalize import prepare as prepare_text
 
 log = logging.getLogger("server.core.boot")
 VERSION = "0.1.0"
@@ -83,6 +84,7 @@ async def _warm(settings: Settings, engine: Engine, batcher: AnyBatcher, voice: 
     now (step mode: single step passes; request mode: the engine's whole-batch warm-up) and kept."""
     short = SynthesisItem("Warming up the model.", voice, nfe_steps=2, seed=0)
     await batcher.call_in_worker(engine.synthesize, [short])
+    prepare_text()  # the normaliser's rules, compiled before the first request instead of during it
     phases.mark("warmup")
     folder = seed_cache.cache_dir(settings.cost_seed_dir)
     key = seed_cache.seed_key(

@@ -78,6 +78,12 @@ class Service:
             self.refused(transport, error)
             raise error from None
 
+    def busy_error(self, code: str, message: str) -> ServiceError:
+        """A capacity refusal that has no request to price (the socket caps), its retry hint the backlog
+        now queued (at least a second: a socket frees when a stream ends)."""
+        backlog = self.runtime.batcher.backlog_seconds() if self._runtime is not None else 0.0
+        return ServiceError(code, message, retry_after_ms=max(1000, int(1000 * backlog)))
+
     def refused(self, transport: str, error: ServiceError, route: str | None = None) -> None:
         """Count and log (one line) a request refused before it started (front ends call this for their own
         refusals)."""
@@ -110,6 +116,8 @@ class Service:
         params = self._params(request)
         if request.final and not request.text.strip():
             raise ServiceError("bad_request", "text is empty", param="input")
+        if request.final:  # under overload, refused before its text is prepared: a refusal costs ~nothing
+            runtime.batcher.refuse_early()
         feed = self._feed(request, voice, params)
         if request.final and not feed.has_silence:  # a document of pauses only is fine: it is its silence
             self._check_speakable(SynthesisItem.of(feed.spoken, voice, params))

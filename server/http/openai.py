@@ -59,7 +59,10 @@ async def _respond(request: web.Request, state: AppState, parsed: SpeechRequest,
             **({"X-Ignored-Params": header_list(parsed.ignored)} if parsed.ignored else {})})
         response.enable_chunked_encoding()
         await response.prepare(request)
-        await _stream_body(response, parsed, stream, events, first)
+        try:
+            await _stream_body(response, parsed, stream, events, first)
+        except ConnectionResetError:  # the client left between two writes, before the handler was cancelled
+            log.info("client went away", extra={"request_id": stream.id})
         return response
     finally:
         if not task.done():  # client went away (handler cancelled) or we stopped: drop queued chunks now

@@ -63,12 +63,13 @@ def _release(request: web.Request) -> None:
 def _refusal(state: AppState, client: str) -> ServiceError | None:
     settings = state.settings
     if state.draining:
-        return ServiceError("shutting_down", "the server is shutting down")
+        return ServiceError("shutting_down", "the server is shutting down", retry_after_ms=1000)
     if len(state.connections) >= settings.max_sockets:
-        return ServiceError("too_many_sockets", f"at most {settings.max_sockets} sockets are served at once")
+        return state.service.busy_error("too_many_sockets",
+                                        f"at most {settings.max_sockets} sockets are served at once")
     per_client = settings.max_sockets_per_client
     if per_client and sum(1 for c in state.connections if getattr(c, "client", None) == client) >= per_client:
-        return ServiceError("too_many_sockets", f"at most {per_client} sockets per client address")
+        return state.service.busy_error("too_many_sockets", f"at most {per_client} sockets per client address")
     return None
 
 

@@ -22,7 +22,7 @@ from text.normalize import chinese, english
 from text.normalize.rules import Rule, SayAs
 
 __all__ = ["SUPPORTED_LANGUAGES", "NormalizeOptions", "Normalized", "Span", "detect_language", "normalize",
-           "normalize_spans", "resolve_language", "say_as"]
+           "normalize_spans", "prepare", "resolve_language", "say_as"]
 
 SUPPORTED_LANGUAGES = ("en", "zh")
 
@@ -114,6 +114,13 @@ def _compiled(lang: str, options: NormalizeOptions) -> tuple[re.Pattern[str], tu
     # last, so it is ``lastgroup``); rules use only unnamed groups, which combine without clashes.
     joined = "|".join(f"(?P<r{i}>{rule.pattern.pattern})" for i, rule in enumerate(rules))
     return re.compile(joined or r"(?!)"), rules
+
+
+def prepare() -> None:
+    """Compile every language's rules for the default options now (~0.1 s on a CPU core), so that the
+    first request does not pay for it: servers call this while they warm up."""
+    for lang in _RULES:
+        _compiled(lang, NormalizeOptions())
 
 
 def _spaced(char: str) -> bool:
