@@ -128,6 +128,7 @@ class MicroBatcher(BatcherBase[ItemT, OutT]):
                 if batch is None:
                     return
                 await self._execute(batch)
+                await asyncio.sleep(0)  # the results' callbacks first: streams move their next chunks' deadlines
             except asyncio.CancelledError:
                 raise
             except Exception:  # a bug here must not stop the service; the tickets involved are settled

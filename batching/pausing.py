@@ -11,8 +11,11 @@ by the step cost curve:
 - it buys something: stepping it along would make the others' step at least ``PAUSE_GAIN`` dearer. On a
   flat curve (a GPU below saturation) an extra row is free, and nobody is paused.
 
-First chunks are never paused: their deadline is a target, and sooner is better for them; a later
-chunk gains nothing from finishing before its listener needs it. The worker is told how long it may run
+A first chunk pauses only for a later chunk that would otherwise stall: when a later chunk cannot meet
+its deadline stepping with everyone, the newest first chunks wait (state kept) while it steps in a
+smaller, cheaper pass; their deadline is a target, a listener's silence is a failure. Otherwise first
+chunks always step: sooner is better for them, and a later chunk gains nothing from finishing before its
+listener needs it. The worker is told how long it may run
 before the plan is made again (``Round.run_s``): no paused item's deadline comes closer than its margin.
 """
 
@@ -69,8 +72,34 @@ def plan_round(held: Sequence[Held], now: float, round_seconds: Callable[[Sequen
     while (late := [h for h in paused if not _may_pause(h, stepping, now, everyone, round_seconds)]):
         stepping += late
         paused = [h for h in paused if h not in late]
+    held_back = _rescue(stepping, now, round_seconds)
+    stepping = [h for h in stepping if h not in held_back]
     latest = min([now + max_run_s] + [h.deadline - _own(h, everyone) for h in paused])
-    return Round([h.key for h in stepping], [h.key for h in paused], max(0.0, latest - now))
+    return Round([h.key for h in stepping], [h.key for h in paused + held_back], max(0.0, latest - now))
+
+
+def _rescue(stepping: Sequence[Held], now: float, round_seconds: Callable[[Sequence[int]], float]) -> list[Held]:
+    """The first chunks that wait while a later chunk that would stall stepping with them steps in a
+    smaller pass: the newest first, until it meets its deadline (with the margin) or pausing no longer
+    makes its step cheaper. A first chunk's target is a goal; a listener's silence is a failure."""
+    held_back: list[Held] = []
+    for item in stepping:  # least slack first
+        if item.first:
+            continue
+        while True:
+            kept = [h for h in stepping if h not in held_back]
+            step = round_seconds([h.frames for h in kept])
+            if item.deadline - now - item.left * step * (1 + STALL_MARGIN) >= 0:
+                break
+            waiting = [h for h in kept if h.first]
+            if not waiting:
+                break
+            newest = waiting[-1]
+            cheaper = round_seconds([h.frames for h in kept if h is not newest])
+            if cheaper * (1 + PAUSE_GAIN) > step:
+                break
+            held_back.append(newest)
+    return held_back
 
 
 def _own(item: Held, everyone: float) -> float:

@@ -32,6 +32,8 @@ class Playback:
     """Predicted seconds of each submitted, undelivered chunk, by index, in order."""
     _due: dict[int, float] = field(default_factory=dict)
     """Deadline of each undelivered chunk submitted while the listener had nothing to play."""
+    _ready: dict[int, float] = field(default_factory=dict)
+    """Loop time at which each undelivered chunk's result came in, where it has (``ready``)."""
     _count: int = 0
     stalls: int = 0
     silence_s: float = 0.0
@@ -54,16 +56,24 @@ class Playback:
         for earlier in sorted(self._pending):
             if earlier >= index:
                 break
-            if base is None:  # the stream's first chunk is not out yet: it cannot play before now
-                base = max(now, self._due.get(earlier, now))
+            if base is None:  # the stream's first chunk is not out yet: it plays once ready, not before now
+                base = self._ready.get(earlier, max(now, self._due.get(earlier, now)))
             base += self._pending[earlier]
         return now if base is None else base
+
+    def ready(self, index: int, now: float) -> None:
+        """Chunk ``index``'s result came in at ``now`` and is on its way to the listener: until it is
+        ``delivered``, the deadlines behind it count from now (were it the first, it would otherwise be
+        assumed to play at its target)."""
+        if index in self._pending:
+            self._ready[index] = now
 
     def delivered(self, index: int, now: float, seconds: float) -> float:
         """Chunk ``index`` reached the listener at ``now`` with ``seconds`` of audio (its actual
         length, silences included). Returns the silence the listener heard before it (counted as a stall
         when it was owed, i.e. the chunk was not a resumption)."""
         self._pending.pop(index, None)
+        self._ready.pop(index, None)
         owed = self._due.pop(index, None) is None
         silence = 0.0 if self.runs_out is None else max(0.0, now - self.runs_out)
         start = now if self.runs_out is None else max(now, self.runs_out)

@@ -15,8 +15,9 @@ Who anchors the batch is decided by deadlines (``batching.playback``): least sla
 deadline − now − the item's predicted cost alone. A first chunk's deadline is a target: once late, its
 slack counts as zero, so late newcomers run in arrival order and a later chunk due now goes before them.
 The model runs a batch to its end, so a newcomer's batch goes first only if no later chunk would miss its
-deadline behind it (``STALL_MARGIN`` of its cost to spare); a batch grows only where no later chunk in it
-would then miss a deadline that it meets alone.
+deadline behind it and behind the later chunks due before it (``STALL_MARGIN`` of that work to spare); a
+batch grows only where no later chunk in it would then miss a deadline that it meets alone, and a later
+chunk that can wait joins only where it rides along almost free (``FREE_ROW``).
 """
 
 from __future__ import annotations
@@ -49,6 +50,12 @@ STALL_MARGIN = 0.25
 much still does not make its listener wait."""
 
 
+FREE_ROW = 0.1
+"""A later chunk that can wait joins a batch only if it makes the batch at most this much dearer: on a
+flat curve (a GPU below saturation) it rides along for free; on a compute-bound one it would only slow
+the newcomers beside it, and finishing before its listener needs it gains nothing."""
+
+
 def slack(ticket: Ticket[Any], now: float, alone: float) -> float:
     """Seconds ``ticket`` may still wait: its deadline − now − ``alone`` (its predicted cost)."""
     return ticket.deadline - now - alone
@@ -68,13 +75,18 @@ def by_urgency(tickets: Iterable[Ticket[ItemT]], now: float,
 
 
 def due_within(order: Sequence[Ticket[ItemT]], now: float, alone: Callable[[Ticket[Any]], float],
-               busy: float) -> Ticket[ItemT] | None:
-    """The most urgent later chunk that would miss its deadline (less the margin) were the model busy
-    for ``busy`` seconds before it starts; None when every one can wait that long."""
-    for ticket in order:
-        cost = alone(ticket)
-        if not ticket.first and slack(ticket, now, cost) - STALL_MARGIN * cost < busy:
-            return ticket
+               busy: float, work: Callable[[Sequence[Ticket[Any]]], float] | None = None) -> Ticket[ItemT] | None:
+    """The most urgent later chunk when some later chunk would miss its deadline (less the margin) were
+    the model busy for ``busy`` seconds first; None when every one can wait that long. Cumulative, in
+    deadline order: the k-th later chunk waits for ``busy`` and for the k − 1 due before it, all run as
+    ``work`` prices them (default: one after another); three later chunks due at once may each afford one
+    newcomer's batch, but not three."""
+    later = sorted((t for t in order if not t.first), key=lambda t: (t.deadline, t.seq))
+    price = work or (lambda tickets: sum(alone(t) for t in tickets))
+    for k, ticket in enumerate(later, 1):
+        needed = price(later[:k])
+        if ticket.deadline - now - busy - needed * (1 + STALL_MARGIN) < 0:
+            return next(t for t in order if not t.first)
     return None
 
 
@@ -118,10 +130,13 @@ def compose(tickets: Sequence[Ticket[ItemT]], now: float, predictor: Callable[[H
     def alone(ticket: Ticket[Any]) -> float:
         return predictor(ticket.key)(1, ticket.cost)
 
+    def work(later: Sequence[Ticket[Any]]) -> float:  # the later chunks as the policy would batch them
+        return drain_seconds(len(later), max(t.cost for t in later), predictor(later[0].key), limits)
+
     order = by_urgency(tickets, now, alone)
     anchor, target = order[0], _target(order[0], len(tickets), predictor, limits, arrival_rate)
-    if anchor.first:  # a newcomer's batch runs to its end: first every later chunk that cannot wait that long
-        due = due_within(order, now, alone, predictor(anchor.key)(target, anchor.cost))
+    if anchor.first:  # a newcomer's batch runs to its end: first the later chunks that cannot wait that long
+        due = due_within(order, now, alone, predictor(anchor.key)(target, anchor.cost), work)
         if due is not None:
             anchor, target = due, _target(due, len(tickets), predictor, limits, arrival_rate)
     predict = predictor(anchor.key)
@@ -138,8 +153,12 @@ def compose(tickets: Sequence[Ticket[ItemT]], now: float, predictor: Callable[[H
         grown, size = max(longest, ticket.cost), len(batch) + 1
         if grown * size > limits.max_frames or 1 - (real + ticket.cost) / (grown * size) > limits.max_padding:
             continue  # does not fit; a closer length further down the list still may
-        if _makes_late([*batch, ticket], now, predict(size - 1, longest), predict(size, grown)):
+        before, after = predict(size - 1, longest), predict(size, grown)
+        if _makes_late([*batch, ticket], now, before, after):
             continue
+        if not ticket.first and after > before * (1 + FREE_ROW) \
+                and slack(ticket, now, alone(ticket)) - STALL_MARGIN * alone(ticket) >= after:
+            continue  # it can wait for this batch, and it would make it dearer for everyone in it
         batch.append(ticket)
         longest, real = grown, real + ticket.cost
     # Full: the plan wants no more, or a candidate was left out: waiting for arrivals cannot help now.

@@ -153,6 +153,8 @@ class StepBatcher(BatcherBase[ItemT, OutT]):
                 self._admit()
                 finished = await self._step()
                 self._deliver(finished)
+                if finished.done:
+                    await asyncio.sleep(0)  # the results' callbacks first: streams move their deadlines
             except asyncio.CancelledError:
                 raise
             except Exception:  # a bug here must not stop the service; the items involved are failed
@@ -203,11 +205,17 @@ class StepBatcher(BatcherBase[ItemT, OutT]):
 
     def _preempts(self, ticket: Ticket[ItemT], now: float) -> bool:
         """Whether ``ticket``, held, would step alone with every held item paused (``batching.pausing``:
-        each has the slack to wait for all of its steps, and it makes its step dearer). On a curve where an
+        each has the slack to wait for all of its steps, and it makes its step dearer), or is a later chunk
+        that would stall stepping with everyone, so that held first chunks wait for it. On a curve where an
         extra row costs about as much as the row itself, ``joins`` keeps one item at a time; without this
         a newcomer would wait for a later chunk whose listener has seconds of audio still to play."""
         newcomer = Held(ticket.seq, ticket.cost, self.model.steps(ticket.item), ticket.deadline, ticket.first)
-        return self._plan(now, newcomer).stepping == [ticket.seq]
+        plan = self._plan(now, newcomer)
+        if plan.stepping == [ticket.seq]:
+            return True
+        # A later chunk that would stall stepping with everyone: the first chunks wait while it steps.
+        firsts = {t.seq for t in self._active.values() if t.first}
+        return not ticket.first and ticket.seq in plan.stepping and bool(firsts.intersection(plan.paused))
 
     def _alone(self, ticket: Ticket[ItemT]) -> float:
         """Predicted seconds of the item's steps, stepping alone."""

@@ -19,6 +19,7 @@ from batching.pausing import Held, plan_round
 from batching.playback import Playback
 from batching.queue import Ticket
 from server.core.settings import Settings
+from server.core.stream import Stream
 from tests.conftest import LiveServer
 from tests.fakes import until_steps
 
@@ -34,6 +35,8 @@ def test_deadlines_follow_the_playback_clock() -> None:
     assert due == 11.0  # a first chunk: its submission + the target
     second, due = clock.submit(10.2, 3.0)
     assert due == 13.0  # needed once the first chunk's 2 s have played from its (target) arrival
+    clock.ready(first, 10.4)  # its result is in, before its target: the listener will start from here
+    assert clock.deadline(second, 10.45) == 12.4
     assert clock.delivered(first, 10.5, 2.0) == 0.0  # first audio at 10.5: the listener runs out at 12.5
     assert clock.deadline(second, 10.5) == 12.5
     assert clock.delivered(second, 12.4, 3.0) == 0.0
@@ -225,6 +228,33 @@ async def test_a_later_chunk_due_soon_goes_before_a_late_newcomer() -> None:
     assert model.finished == ["running", "later", "late newcomer"]
 
 
+async def test_first_chunks_wait_for_a_later_chunk_that_would_stall() -> None:
+    """A first chunk holds the model for 300 steps when a later chunk arrives whose listener runs out of
+    audio in 75 steps' time: waiting for the first chunk, or sharing its steps (twice the cost on this
+    compute-bound curve), it would stall. The first chunk pauses (state kept) while the later chunk steps
+    alone, and the later chunk is delivered before its deadline."""
+    batcher, model = await scripted_batcher()
+    loop = asyncio.get_running_loop()
+    running = batcher.submit(("running", 300), first=True)
+    await until_steps(batcher, 5)
+    later = batcher.submit(("later", 50), first=False, deadline=loop.time() + 75 * STEP_S)
+    delivered = {}
+    later.future.add_done_callback(lambda _f: delivered.setdefault("at", loop.time()))
+    await asyncio.gather(running.future, later.future)
+    await batcher.close()
+    assert model.finished == ["later", "running"]
+    assert batcher.paused_steps > 0
+    assert delivered["at"] <= later.deadline
+
+
+def test_a_first_chunk_is_held_back_only_where_that_makes_the_step_cheaper() -> None:
+    held = [Held(0, 500, 32, 0.5, True), Held(1, 500, 16, 16 * linear([500]) * 1.3, False)]
+    assert plan_round(held, 0.0, linear, 0.25).paused == [0]  # stepping together it would stall
+    assert plan_round(held, 0.0, flat, 0.25).paused == []  # an extra row is free: nobody waits
+    roomy = [held[0], Held(1, 500, 16, 10.0, False)]
+    assert plan_round(roomy, 0.0, linear, 0.25).stepping == [0]  # it has audio to spare: it is the one paused
+
+
 # -- through the server -------------------------------------------------------------------------------
 
 async def ws_stream(session: aiohttp.ClientSession, url: str, text: str, n: int) -> tuple[str, float, int]:
@@ -307,3 +337,45 @@ async def test_a_forced_stall_is_counted(start_server, test_settings: Settings, 
                 break
     assert live.metric("tts_stream_stalls_total", transport="ws") >= 1
     assert live.metric("tts_stream_stall_seconds_total", transport="ws") > 1.0
+
+
+async def test_a_ready_chunk_moves_the_next_ones_deadline_before_the_next_decision(
+        start_server, test_settings: Settings, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The second chunk is queued while the first runs; the first is ready well before its 1 s target,
+    and the socket is slow to take its audio. The scheduler's next decision already sees the second
+    chunk's deadline counted from when the first was ready, not from the first chunk's target."""
+    live: LiveServer = await start_server(test_settings.replace(first_audio_s=5.0))
+    batcher = live.state.runtime.batcher
+    engine = live.state.runtime.engine
+    synthesize, select = batcher.model.synthesize, batcher.planner.select  # type: ignore[union-attr]
+    ready: list[tuple[float, float]] = []  # (loop time the result came in, its audio seconds)
+    decided: dict[int, tuple[float, float]] = {}  # later chunk -> (its deadline, the decision's time)
+
+    def timed(items):  # type: ignore[no-untyped-def]
+        out = synthesize(items)
+        ready.append((time.monotonic(), engine.audio_seconds(items[0])))
+        return out
+
+    def recording_select(queue, now):  # type: ignore[no-untyped-def]
+        decided.update((t.seq, (t.deadline, now)) for t in queue if not t.first and t.seq not in decided)
+        return select(queue, now)
+
+    stream_send = Stream._emit
+
+    async def slow_socket(self, event):  # type: ignore[no-untyped-def]
+        await asyncio.sleep(0.3)
+        await stream_send(self, event)
+
+    monkeypatch.setattr(batcher.model, "synthesize", timed)
+    monkeypatch.setattr(batcher.planner, "select", recording_select)
+    monkeypatch.setattr(Stream, "_emit", slow_socket)
+    async with aiohttp.ClientSession() as session, session.ws_connect(live.ws_url) as ws:
+        await ws.send_str(orjson.dumps({"type": "synthesize", "id": "s", "text": LONG_TEXT}).decode())
+        async for message in ws:
+            if message.type != aiohttp.WSMsgType.BINARY and (
+                    message.type != aiohttp.WSMsgType.TEXT
+                    or orjson.loads(message.data)["type"] in ("audio_end", "error")):
+                break
+    deadline, _ = decided[min(decided)]
+    at, seconds = ready[0]
+    assert at + seconds <= deadline <= at + seconds + 0.05, (ready, decided)

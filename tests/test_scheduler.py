@@ -190,6 +190,25 @@ def test_a_batch_never_grows_past_a_later_chunks_deadline() -> None:
     assert between(len(chosen.tickets), 100) <= 0.075 < between(len(chosen.tickets) + 1, 100)
 
 
+def test_later_chunks_due_together_go_before_a_newcomer_they_could_each_wait_for() -> None:
+    """Three later chunks due at 0.2 s (0.05 s of work each on a compute-bound curve): each alone could
+    wait for a newcomer's 0.05 s batch, all three cannot; the newcomer waits."""
+    queue = tickets([100] * 4, first=[True, False, False, False], deadlines=[0.0, 0.2, 0.2, 0.2])
+    assert policy.compose(queue, 0.0, lambda key: per_item, LIMITS).tickets[0].item in (1, 2, 3)
+    roomy = tickets([100] * 4, first=[True, False, False, False], deadlines=[0.0, 0.3, 0.3, 0.3])
+    assert [t.item for t in policy.compose(roomy, 0.0, lambda key: per_item, LIMITS).tickets] == [0]
+
+
+def test_a_later_chunk_that_can_wait_joins_only_where_it_rides_free() -> None:
+    """Two items queued, where a batch of two beats two singles by the summed completion time: a later
+    chunk with seconds of audio in hand would still make the newcomer's batch 25 % dearer, and stays
+    queued; where an extra row is free it rides along."""
+    queue = tickets([100, 100], first=[True, False], deadlines=[0.0, 10.0])
+    assert policy.plan(2, 100, between, LIMITS) == [2]
+    assert [t.item for t in policy.compose(queue, 0.0, lambda key: between, LIMITS).tickets] == [0]
+    assert [t.item for t in policy.compose(queue, 0.0, lambda key: free, LIMITS).tickets] == [0, 1]
+
+
 # -- through the batcher -----------------------------------------------------------------------------
 
 async def submit_all(batcher: MicroBatcher, n: int) -> list[Ticket[FakeItem]]:
@@ -237,6 +256,24 @@ async def test_predictions_are_exported_to_the_gauge() -> None:
     assert list(table) == [1, 2, 4, 8]
     value = registry.get_sample_value("tts_scheduler_predicted_batch_seconds", {"size": "8"})
     assert value == pytest.approx(between(8, batcher.costs.typical_frames), rel=0.1)
+
+
+async def test_the_next_batch_sees_the_deadlines_a_result_moved(make) -> None:
+    """A stream moves its queued later chunk's deadline when the chunk before it is ready (a callback of
+    that result). The next decision sees the moved deadline: the other stream's later chunk, now the one
+    due first, runs first."""
+    gate = threading.Event()
+    batcher = await make(half_second)
+    batcher.model.gate = gate
+    now = asyncio.get_running_loop().time()
+    running = batcher.submit(FakeItem(0), first=True)
+    await asyncio.to_thread(batcher.model.started.wait, 5)
+    stale = batcher.submit(FakeItem(1), first=False, deadline=now + 1.0)  # as if item 0 were ready already
+    other = batcher.submit(FakeItem(2), first=False, deadline=now + 2.0)
+    running.future.add_done_callback(lambda _f: setattr(stale, "deadline", now + 4.0))
+    gate.set()
+    await asyncio.gather(running.future, stale.future, other.future)
+    assert batcher.model.calls == [[0], [2], [1]]
 
 
 # -- admission control -------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import logging
 import time
 from dataclasses import replace
@@ -147,6 +148,7 @@ class Stream:
                 self._plays.append(play)
                 self._play_index[ticket.seq] = play
                 self._in_flight.append(ticket)
+                ticket.future.add_done_callback(functools.partial(self._ready, play))
                 await self._tickets.put((piece, ticket))
                 previous = ticket
                 index += 1
@@ -177,6 +179,17 @@ class Stream:
             self.metrics.stream_stalled(self.transport, silence)
         for ticket in self._in_flight:
             ticket.deadline = self._playback.deadline(self._play_index[ticket.seq], now)
+
+    def _ready(self, play: int, _future: object) -> None:
+        """A chunk's result is in, about to go out: the chunks queued behind it take the deadlines that
+        follow from that now, before the scheduler's next decision (``_played`` confirms them once the
+        audio is sent, which may wait for the socket). Until then they carried deadlines computed at their
+        submission, with the first chunk assumed to arrive at its target."""
+        now = self._now()
+        self._playback.ready(play, now)
+        for ticket in self._in_flight:
+            if not ticket.future.done() and ticket.seq in self._play_index:
+                ticket.deadline = self._playback.deadline(self._play_index[ticket.seq], now)
 
     # -- consumer -------------------------------------------------------------------------------------
 
