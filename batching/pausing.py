@@ -15,8 +15,8 @@ A first chunk pauses only for a later chunk that would otherwise stall: when a l
 its deadline stepping with everyone, the newest first chunks wait (state kept) while it steps in a
 smaller, cheaper pass; their deadline is a target, a listener's silence is a failure. Otherwise first
 chunks always step: sooner is better for them, and a later chunk gains nothing from finishing before its
-listener needs it. The worker is told how long it may run
-before the plan is made again (``Round.run_s``): no paused item's deadline comes closer than its margin.
+listener needs it. The worker is told how long it may run before the plan is made again
+(``Round.run_s``): no paused item's deadline comes closer than its margin.
 """
 
 from __future__ import annotations

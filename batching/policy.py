@@ -76,16 +76,16 @@ def by_urgency(tickets: Iterable[Ticket[ItemT]], now: float,
 
 def due_within(order: Sequence[Ticket[ItemT]], now: float, alone: Callable[[Ticket[Any]], float],
                busy: float, work: Callable[[Sequence[Ticket[Any]]], float] | None = None) -> Ticket[ItemT] | None:
-    """The most urgent later chunk when some later chunk would miss its deadline (less the margin) were
-    the model busy for ``busy`` seconds first; None when every one can wait that long. Cumulative, in
-    deadline order: the k-th later chunk waits for ``busy`` and for the k − 1 due before it, all run as
-    ``work`` prices them (default: one after another); three later chunks due at once may each afford one
-    newcomer's batch, but not three."""
+    """The most urgent later chunk when some later chunk would miss its deadline (with ``STALL_MARGIN`` of
+    the work before it to spare) were the model busy for ``busy`` seconds first; None when every one can
+    wait that long. Cumulative, in deadline order: the k-th later chunk waits for ``busy`` and for the
+    k − 1 due before it, all run as ``work`` prices them (default: one after another); three later chunks
+    due at once may each afford one newcomer's batch, but not three."""
     later = sorted((t for t in order if not t.first), key=lambda t: (t.deadline, t.seq))
     price = work or (lambda tickets: sum(alone(t) for t in tickets))
     for k, ticket in enumerate(later, 1):
         needed = price(later[:k])
-        if ticket.deadline - now - busy - needed * (1 + STALL_MARGIN) < 0:
+        if ticket.deadline - now - (busy + needed) * (1 + STALL_MARGIN) < 0:
             return next(t for t in order if not t.first)
     return None
 
@@ -156,6 +156,9 @@ def compose(tickets: Sequence[Ticket[ItemT]], now: float, predictor: Callable[[H
         before, after = predict(size - 1, longest), predict(size, grown)
         if _makes_late([*batch, ticket], now, before, after):
             continue
+        rest = [t for t in order if t is not ticket and t not in batch]
+        if due_within(rest, now, alone, after, work) is not None and due_within(rest, now, alone, before, work) is None:
+            continue  # a longer batch than the queued later chunks were promised
         if not ticket.first and after > before * (1 + FREE_ROW) \
                 and slack(ticket, now, alone(ticket)) - STALL_MARGIN * alone(ticket) >= after:
             continue  # it can wait for this batch, and it would make it dearer for everyone in it
@@ -174,8 +177,10 @@ def _target(anchor: Ticket[Any], queued: int, predictor: Callable[[Hashable], Pr
 
 
 def _makes_late(batch: Sequence[Ticket[Any]], now: float, before: float, after: float) -> bool:
-    """A later chunk in ``batch`` meets its deadline in a batch of ``before`` seconds, not in ``after``."""
-    return any(not t.first and before <= t.deadline - now < after for t in batch)
+    """A later chunk in ``batch`` meets its deadline in a batch of ``before`` seconds, not in ``after``; or
+    misses it anyway and ``after`` is more than a free row dearer (its listener's silence would grow)."""
+    dearer = after > before * (1 + FREE_ROW)
+    return any(not t.first and t.deadline - now < after and (dearer or before <= t.deadline - now) for t in batch)
 
 
 class Misses:

@@ -209,6 +209,22 @@ def test_a_later_chunk_that_can_wait_joins_only_where_it_rides_free() -> None:
     assert [t.item for t in policy.compose(queue, 0.0, lambda key: free, LIMITS).tickets] == [0, 1]
 
 
+def test_a_batch_grows_no_longer_than_the_queued_later_chunks_were_promised() -> None:
+    """The queued later chunk may wait for the newcomer's batch as its anchor prices it (two items of 100
+    frames), not for one padded to a 190-frame newcomer: that newcomer is left for the next batch."""
+    pairs = policy.Limits(max_size=2, max_frames=100_000, max_padding=0.5)
+    queue = tickets([100, 190, 100], first=[True, True, False], deadlines=[0.0, 0.0, 0.12])
+    assert [t.item for t in policy.compose(queue, 0.0, lambda key: between, pairs).tickets] == [0]
+    roomy = tickets([100, 190, 100], first=[True, True, False], deadlines=[0.0, 0.0, 0.2])
+    assert [t.item for t in policy.compose(roomy, 0.0, lambda key: between, pairs).tickets] == [0, 1]
+
+
+def test_a_later_chunk_already_late_runs_without_newcomers_that_would_lengthen_its_silence() -> None:
+    queue = tickets([100] * 3, first=[False, True, True], deadlines=[0.01, 0.0, 0.0])
+    assert [t.item for t in policy.compose(queue, 0.0, lambda key: between, LIMITS).tickets] == [0]
+    assert [t.item for t in policy.compose(queue, 0.0, lambda key: free, LIMITS).tickets] == [0, 1, 2]
+
+
 # -- through the batcher -----------------------------------------------------------------------------
 
 async def submit_all(batcher: MicroBatcher, n: int) -> list[Ticket[FakeItem]]:
