@@ -9,8 +9,8 @@ and always downloads Vocos), so ``serve-upstream`` below runs its own ``TTSStrea
 ``start_server`` with two hooks: the tiny architecture and the local Vocos. Everything else — chunking,
 ``infer_batch_process``, the accept loop, the wire — is upstream's code as installed.
 
-Systems: upstream; ours as it ships (``ours-step``: ``--scheduler step``), and in request mode
-with ``--batch-policy latency`` (``ours-latency``) and ``--batch-policy fill`` (``ours-fill``). Each runs
+Systems: upstream; ours as it ships (``ours-latency``: request mode, ``--batch-policy latency``), in
+step mode (``ours-step``: ``--scheduler step``) and with ``--batch-policy fill`` (``ours-fill``). Each runs
 in its own process with OMP_NUM_THREADS=2, on the same checkpoint files, the default voice (f5-tts's
 ``basic_ref_en.wav`` with its transcript), the same sentences and flow steps. Rounds run the systems
 interleaved (A, B, C, A, B, C...) so machine drift hits all alike.
@@ -65,8 +65,10 @@ SERVER_ENV = {"OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2", "HF_HUB_OFFLINE": 
 @dataclass(frozen=True)
 class Sample:
     latency_s: float
+    """From the first attempt (a refused request retried after its hint counts the wait)."""
     ttfa_s: float | None
     samples: int
+    refusals: int = 0
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,8 @@ class RoundStats:
     round: int
     requests: int
     errors: int
+    refusals: int
+    """Refusals (``queue_full``) retried after the server's hint, as a client does; not errors."""
     wall_s: float
     requests_per_s: float
     latency_p50_s: float | None
@@ -179,18 +183,33 @@ async def upstream_request(port: int, text: str) -> Sample:
 
 
 async def ours_session(port: int, nfe_steps: int, texts: list[str], seed: int) -> list[Sample | None]:
-    """One closed-loop client on our WebSocket API: one socket, one request after another."""
+    """One closed-loop client on our WebSocket API: one socket, one request after another; a refused
+    request (``queue_full``, admission) is retried after the server's ``retry_after_ms``, as a client does,
+    and its latency and first audio count from the first attempt."""
     from f5tts_client import StreamError, TTSClient
 
     out: list[Sample | None] = []
     async with TTSClient(f"ws://127.0.0.1:{port}/v1/stream") as client:
         for i, text in enumerate(texts):
-            try:
-                result = await client.synthesize(text, voice="default", nfe_steps=nfe_steps, seed=seed + i)
-            except (StreamError, ConnectionError):
-                out.append(None)
-                continue
-            out.append(Sample(result.latency_s or 0.0, result.ttfa_s, result.samples))
+            first_try, refusals = time.perf_counter(), 0
+            while True:
+                attempt = time.perf_counter()
+                try:
+                    result = await client.synthesize(text, voice="default", nfe_steps=nfe_steps, seed=seed + i)
+                except StreamError as exc:
+                    if exc.code == "queue_full" and exc.retry_after_ms is not None:
+                        refusals += 1
+                        await asyncio.sleep(exc.retry_after_ms / 1000)
+                        continue
+                    out.append(None)
+                except ConnectionError:
+                    out.append(None)
+                else:
+                    waited = attempt - first_try
+                    out.append(Sample(waited + (result.latency_s or 0.0),
+                                      None if result.ttfa_s is None else waited + result.ttfa_s,
+                                      result.samples, refusals))
+                break
     return out
 
 
@@ -229,7 +248,8 @@ def round_stats(system: str, index: int, samples: list[Sample | None], wall_s: f
     lat = [s.latency_s for s in ok]
     ttfa = [s.ttfa_s for s in ok if s.ttfa_s is not None]
     return RoundStats(
-        system=system, round=index, requests=len(ok), errors=len(samples) - len(ok), wall_s=round(wall_s, 3),
+        system=system, round=index, requests=len(ok), errors=len(samples) - len(ok),
+        refusals=sum(s.refusals for s in ok), wall_s=round(wall_s, 3),
         requests_per_s=round(len(ok) / wall_s, 4),
         latency_p50_s=percentile(lat, 50), latency_p95_s=percentile(lat, 95),
         ttfa_p50_s=percentile(ttfa, 50), ttfa_p95_s=percentile(ttfa, 95),
@@ -369,6 +389,7 @@ async def measure(args: argparse.Namespace, procs: dict[str, tuple[subprocess.Po
             rounds.append(stats)
             print(f"round {index} {system:12s} {stats.requests_per_s:.3f} req/s  p50 {stats.latency_p50_s} s"
                   f"  p95 {stats.latency_p95_s} s  ttfa p50 {stats.ttfa_p50_s} s  errors {stats.errors}"
+                  f"  refused then retried {stats.refusals}"
                   f"  foreign cpu {stats.foreign_cores:.2f} cores", flush=True)
     return rounds
 
@@ -390,11 +411,11 @@ def table(summary: dict[str, Any], systems: list[str]) -> str:
 
 
 def goals(summary: dict[str, Any]) -> dict[str, Any]:
-    """p50 latency <= upstream's and requests/s >= 1.0x, for the default (latency) policy."""
+    """The default (latency) policy against upstream, every round: p50 latency <= 0.9x, requests/s >= 1.1x."""
     ratios = summary.get("ours-latency", {}).get("ratio_to_upstream_per_round", {})
     p50, rps = ratios.get("latency_p50_s", []), ratios.get("requests_per_s", [])
-    return {"latency_p50_ratio_le_1": bool(p50) and max(p50) <= 1.0,
-            "requests_per_s_ratio_ge_1": bool(rps) and min(rps) >= 1.0,
+    return {"latency_p50_ratio_le_0_9": bool(p50) and max(p50) <= 0.9,
+            "requests_per_s_ratio_ge_1_1": bool(rps) and min(rps) >= 1.1,
             "latency_p50_ratios": p50, "requests_per_s_ratios": rps}
 
 
