@@ -13,9 +13,14 @@ keeps a shrunk observed/fitted ratio on top of the fit.
 The fit is a non-negative least squares over a bounded set of recent samples, a few per (size, length)
 bucket: seeded at startup from timed warm-up passes, refined from every batch. Buckets that live
 traffic visits are refreshed; the others keep their warm-up samples, so a server that runs singles for
-an hour still remembers what a batch of 8 costs. A small ridge pulls c1 and c2 towards zero, so with too
-few distinct shapes the model reads "flat" (batching is free), which is today's fill behaviour and lets
-the batcher explore. Each batch key (step count, CFG...) has its own curve, started from the seed curve.
+an hour still remembers what a batch of 8 costs. The warm-up samples keep their shape but follow the level
+of live traffic: each live batch's seconds ÷ what the seed alone predicts for its shape, the median of
+the last ``LEVEL_WINDOW``, scales every seed sample still in the fit. A seed timed while the machine was
+busy (another replica warming up beside it, then kept by ``server.core.seed_cache``) or a machine that
+has since slowed down is thus corrected by the first batches instead of pricing untouched sizes wrong for
+the server's lifetime. A small ridge pulls c1 and c2 towards zero, so with too few distinct shapes the
+model reads "flat" (batching is free), which is today's fill behaviour and lets the batcher explore.
+Each batch key (step count, CFG...) has its own curve, started from the seed curve.
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ RIDGE = 1e-3
 RATIO_PRIOR = 2.0
 """Pseudo-samples at ratio 1 in each size bucket's correction: one noisy batch cannot swing it far."""
 RATIO_RANGE = (0.5, 2.0)
+LEVEL_WINDOW = 16
+"""Live batches the seed's level follows (median of their observed ÷ seed-predicted seconds)."""
 
 
 class CostSample(NamedTuple):
@@ -60,37 +67,53 @@ class CostCurve:
         self.default_seconds = default_seconds
         self.coef = (default_seconds, 0.0, 0.0)
         self.ratios: dict[int, float] = {}
-        self._buckets: dict[tuple[int, int], deque[CostSample]] = {}
+        self._buckets: dict[tuple[int, int], deque[tuple[CostSample, bool]]] = {}
+        """Recent samples per (size, length) bucket, each with whether it is a seed sample."""
+        self._seed_fit: tuple[tuple[float, float, float], dict[int, float]] | None = None
+        """The fit of the seed samples alone (``freeze_seed``): what the level is measured against."""
+        self._levels: deque[float] = deque(maxlen=LEVEL_WINDOW)
+        self.level = 1.0
+        """Live seconds ÷ seed-predicted seconds (median of recent batches): the seed samples' scale."""
 
     @property
     def samples(self) -> list[CostSample]:
-        return [s for bucket in self._buckets.values() for s in bucket]
+        """The samples the fit uses, seed samples at the live level."""
+        return [CostSample(s.size, s.frames, s.seconds * self.level) if seed else s
+                for bucket in self._buckets.values() for s, seed in bucket]
 
     def copy(self) -> CostCurve:
         clone = CostCurve(self.default_seconds)
         clone.coef, clone.ratios = self.coef, dict(self.ratios)
         clone._buckets = {k: deque(v, maxlen=PER_BUCKET) for k, v in self._buckets.items()}
+        clone._seed_fit, clone.level = self._seed_fit, self.level
+        clone._levels = deque(self._levels, maxlen=LEVEL_WINDOW)
         return clone
 
-    def observe(self, sample: CostSample, refit: bool = True) -> None:
+    def observe(self, sample: CostSample, refit: bool = True, seed: bool = False) -> None:
+        """A timed batch (``seed``: a warm-up timing, whose level live batches correct)."""
         if sample.size < 1 or sample.frames < 1 or not sample.seconds > 0:
             return  # a failed or empty batch says nothing about cost
+        if not seed and self._seed_fit is not None:
+            expected = _evaluate(*self._seed_fit, sample.size, sample.frames)
+            if expected > 0:
+                self._levels.append(sample.seconds / expected)
+                self.level = sorted(self._levels)[len(self._levels) // 2]
         key = (size_bucket(sample.size), _length_bucket(sample.frames))
-        self._buckets.setdefault(key, deque(maxlen=PER_BUCKET)).append(sample)
+        self._buckets.setdefault(key, deque(maxlen=PER_BUCKET)).append((sample, seed))
         if refit:
             self.fit()
+
+    def freeze_seed(self) -> None:
+        """Fit the (seed) samples held now and measure every later live batch against that fit."""
+        self.fit()
+        self._seed_fit = (self.coef, dict(self.ratios))
+        self._levels.clear()
+        self.level = 1.0
 
     def predict(self, size: int, frames: int) -> float:
         # A batch never costs less than a smaller one: noisy timings in one size bucket (a busy machine at
         # warm-up) must not price a batch of 2 under a batch of 1, or the planner would chase the noise.
-        bucket = size_bucket(size)
-        smaller = (self._bucket_cost(1 << (b - 1), frames) for b in self.ratios if b < bucket)
-        return max([self._bucket_cost(size, frames), *smaller])
-
-    def _bucket_cost(self, size: int, frames: int) -> float:
-        c0, c1, c2 = self.coef
-        work = size * frames
-        return (c0 + c1 * work + c2 * work * frames) * self.ratios.get(size_bucket(size), 1.0)
+        return _evaluate(self.coef, self.ratios, size, frames)
 
     def fit(self) -> None:
         samples = self.samples
@@ -110,6 +133,17 @@ class CostCurve:
                 sums.setdefault(size_bucket(s.size), []).append(s.seconds / fitted)
         low, high = RATIO_RANGE
         return {b: min(high, max(low, (sum(r) + RATIO_PRIOR) / (len(r) + RATIO_PRIOR))) for b, r in sums.items()}
+
+
+def _evaluate(coef: tuple[float, float, float], ratios: dict[int, float], size: int, frames: int) -> float:
+    """A fit's seconds for ``size`` items of ``frames``: never under a smaller size bucket's."""
+    def bucket_cost(n: int) -> float:
+        c0, c1, c2 = coef
+        work = n * frames
+        return (c0 + c1 * work + c2 * work * frames) * ratios.get(size_bucket(n), 1.0)
+
+    bucket = size_bucket(size)
+    return max([bucket_cost(size), *(bucket_cost(1 << (b - 1)) for b in ratios if b < bucket)])
 
 
 def _nnls_ridge(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
@@ -150,9 +184,9 @@ class CostModel:
 
     def seed(self, samples: Iterable[CostSample | tuple[int, int, float]]) -> None:
         for sample in samples:
-            self.seed_curve.observe(CostSample(*sample), refit=False)
+            self.seed_curve.observe(CostSample(*sample), refit=False, seed=True)
             self._track_frames(int(sample[1]))
-        self.seed_curve.fit()
+        self.seed_curve.freeze_seed()
         self._curves.clear()  # keys seen before the seed restart from it
 
     def observe(self, key: Hashable, size: int, frames: int, seconds: float) -> None:

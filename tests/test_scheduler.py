@@ -127,6 +127,24 @@ def test_online_samples_replace_the_seed_where_traffic_goes() -> None:
     assert model.predict("other", 8, 100) == pytest.approx(0.04, rel=0.1)  # a new key starts from the seed
 
 
+def test_a_seed_timed_on_a_busy_machine_follows_the_first_live_batches() -> None:
+    """A kept seed timed while other replicas warmed up beside it priced a single 0.6 s chunk at 8.6 s and
+    refused every newcomer for the server's lifetime: live traffic visited one shape only, and the other
+    seed samples kept the fit ten times too dear. Live batches now set the seed's level, its shape kept."""
+    def busy(n: int, f: int) -> float:  # the same curve, timed ten times too slow
+        return 10 * between(n, f)
+
+    model = CostModel()
+    model.seed(samples(busy, frames=(100, 200)))
+    assert model.predict("k", 1, 150) == pytest.approx(busy(1, 150), rel=0.15)
+    for _ in range(3):  # traffic of one shape only, at the machine's real speed
+        model.observe("k", 1, 150, between(1, 150))
+    for n in (1, 4, 8):  # every size follows, batching's gain (the seed's shape) intact
+        assert model.predict("k", n, 150) == pytest.approx(between(n, 150), rel=0.15)
+    assert model.predict("k", 8, 150) / model.predict("k", 1, 150) == pytest.approx(
+        between(8, 150) / between(1, 150), rel=0.15)
+
+
 # -- batch composition -------------------------------------------------------------------------------
 
 @pytest.mark.parametrize(("curve", "expected"), [(free, [8, 8, 4]), (per_item, [1] * 20)])
