@@ -18,8 +18,12 @@ mix, chunked, the first chunk submitted as ``first``, each next chunk once the p
 3. unloaded, just before the open loops: every text alone, twice; capacity = 1 / mean service time;
 4. open loop: Poisson arrivals at ``--loads`` × capacity, the same arrival sequence for every policy,
    policies alternated in order from load to load (machine drift hits both alike), arrivals for
-   ``--phase-s`` seconds (at most ``--max-requests``); plus a perfect FIFO of single requests simulated
-   with the measured service times (the reference the issue sets);
+   ``--phase-s`` seconds (at most ``--max-requests``); plus two orders of single chunks simulated at the
+   unloaded service times on the same arrivals (``bench.orders``): a perfect FIFO of whole requests
+   (``fifo_singles_sim``, the reference the goals are stated against) and the deadline order without
+   batching or mispredictions (``first_chunks_first_sim``: the oldest first chunk next unless a later chunk
+   would be late; where request mode stands against the best its order can do on a model batching does
+   not help); each figure's TTFA p95 also as a multiple of the unloaded TTFA and of the FIFO's;
 5. saturation: ``--burst`` requests arriving at once, per policy: requests/s is the saturated throughput.
 
 Reports TTFA and latency p50/p95, requests/s, refusals, and stalls (a listener who plays each chunk as it
@@ -48,6 +52,7 @@ import numpy as np
 
 from batching import MicroBatcher, QueueFullError, StepBatcher, Ticket
 from batching.playback import Playback
+from bench import orders
 from bench.batchers import EXTRA, POLICIES, SizeLog, make_batchers, policies
 from bench.common import TEXT_MIX, add_engine_args, figure, parser, percentile, print_json, save_png, write_json
 from bench.emulated import EmulatedEngine
@@ -144,13 +149,10 @@ def stall(durations: list[float], finished: list[float]) -> float:
 
 async def open_loop(batcher: Batcher, work: Workload, rate: float, args: argparse.Namespace,
                     seed: int) -> list[Sample]:
-    rng = random.Random(seed)
-    plan = [(rng.expovariate(rate), work.pick(rng)) for _ in range(args.max_requests)]
-    started, tasks = time.perf_counter(), []
-    for n, (gap, index) in enumerate(plan):
-        await asyncio.sleep(gap)
-        if time.perf_counter() - started > args.phase_s:
-            break
+    loop, tasks = asyncio.get_running_loop(), []
+    started = loop.time()
+    for n, (at, index) in enumerate(arrivals(work, rate, args, seed)):
+        await asyncio.sleep(max(0.0, started + at - loop.time()))
         arrival = time.perf_counter()
         tasks.append(asyncio.create_task(stream(batcher, work.items(index, 1000 * n), arrival, seconds=work.seconds)))
     return list(await asyncio.gather(*tasks))
@@ -177,8 +179,8 @@ async def closed_loop(batcher: Batcher, work: Workload,
     return samples, time.perf_counter() - started, len(refusals)
 
 
-async def unloaded(thread: ThreadPoolExecutor, engine: Engine, work: Workload) -> list[tuple[float, float]]:
-    """(first chunk seconds, whole request seconds) of every text alone."""
+async def unloaded(thread: ThreadPoolExecutor, engine: Engine, work: Workload) -> list[list[float]]:
+    """Seconds of every chunk of every text, alone (the mean of two passes)."""
     times = []
     for index in range(len(work.texts)):
         chunks = [0.0] * len(work.texts[index])
@@ -187,24 +189,34 @@ async def unloaded(thread: ThreadPoolExecutor, engine: Engine, work: Workload) -
                 started = time.perf_counter()
                 await asyncio.get_running_loop().run_in_executor(thread, engine.synthesize, [item])
                 chunks[n] += (time.perf_counter() - started) / 2
-        times.append((chunks[0], sum(chunks)))
+        times.append(chunks)
     return times
 
 
-def fifo_singles(work: Workload, solo: list[tuple[float, float]], rate: float, args: argparse.Namespace,
-                 seed: int) -> list[Sample]:
-    """A perfect FIFO of whole requests, one at a time, at the measured service times: same arrivals."""
+def arrivals(work: Workload, rate: float, args: argparse.Namespace, seed: int) -> list[tuple[float, int]]:
+    """The open loop's arrival sequence (seconds from its start, text index), drawn as ``open_loop`` draws it."""
     rng = random.Random(seed)
-    now, free, samples = 0.0, 0.0, []
+    now, plan = 0.0, []
     for _ in range(args.max_requests):
         now += rng.expovariate(rate)
+        index = work.pick(rng)
         if now > args.phase_s:
             break
-        first, whole = solo[work.pick(rng)]
-        start = max(now, free)
-        free = start + whole
-        samples.append(Sample(now, True, start + first - now, free - now))
-    return samples
+        plan.append((now, index))
+    return plan
+
+
+def reference_orders(work: Workload, solo: list[list[float]], rate: float, args: argparse.Namespace,
+                     seed: int) -> dict[str, Any]:
+    """The simulated references (``bench.orders``) on the open loop's arrivals, at the unloaded times."""
+    plan = arrivals(work, rate, args, seed)
+    audio = [[work.seconds(item) for item in work.items(index, 0)] for index in range(len(work.texts))]
+    rows = {"fifo_singles_sim": orders.fifo_singles(plan, solo),
+            "first_chunks_first_sim": orders.first_chunks_first(plan, solo, audio)}
+    return {name: summary([Sample(s.arrival, True, s.finished[0] - s.arrival, s.finished[-1] - s.arrival,
+                                  stall_s=stall(audio[text], s.finished))
+                           for (_, text), s in zip(plan, served, strict=True)])
+            for name, served in rows.items()}
 
 
 def summary(samples: list[Sample], wall: float | None = None) -> dict[str, Any]:
@@ -235,12 +247,17 @@ async def bench_voice(engine: Engine, voice: Voice, args: argparse.Namespace,
     # Capacity: a single server's rate at the unloaded service times, measured just before the open loops.
     solo = await unloaded(thread, engine, work)
     weights = np.array(work.weights, dtype=float) / sum(work.weights)
-    report |= {"unloaded_ttfa_s": [round(f, 3) for f, _ in solo],
-               "unloaded_ttfa_mean_s": round(float(weights @ [f for f, _ in solo]), 3),
-               "service_mean_s": round(float(weights @ [w for _, w in solo]), 3)}
+    report |= {"unloaded_chunk_s": [[round(c, 3) for c in chunks] for chunks in solo],
+               "unloaded_ttfa_mean_s": round(float(weights @ [chunks[0] for chunks in solo]), 3),
+               "service_mean_s": round(float(weights @ [sum(chunks) for chunks in solo]), 3)}
     report["capacity_req_s"] = round(1.0 / report["service_mean_s"], 3)
     report["open"] = [await open_phase(batchers, logs, work, solo, n, load * report["capacity_req_s"], args)
                       for n, load in enumerate(args.loads)]
+    for row in report["open"]:  # the ratios the goals are stated in
+        fifo = row["fifo_singles_sim"]["ttfa_p95_s"]
+        for figures in (v for v in row.values() if isinstance(v, dict) and v.get("ttfa_p95_s") is not None):
+            figures["ttfa_p95_x_unloaded"] = round(figures["ttfa_p95_s"] / report["unloaded_ttfa_mean_s"], 2)
+            figures["ttfa_p95_x_fifo"] = round(figures["ttfa_p95_s"] / fifo, 2) if fifo else None
     report["saturation"] = await burst_phase(batchers, logs, work, args) if args.burst else {}
     for batcher in batchers.values():
         await batcher.close()
@@ -248,11 +265,11 @@ async def bench_voice(engine: Engine, voice: Voice, args: argparse.Namespace,
 
 
 async def open_phase(batchers: dict[str, Batcher], logs: dict[str, SizeLog], work: Workload,
-                     solo: list[tuple[float, float]], n: int, rate: float, args: argparse.Namespace) -> dict[str, Any]:
+                     solo: list[list[float]], n: int, rate: float, args: argparse.Namespace) -> dict[str, Any]:
     """One offered load: every policy on the same arrivals, in alternating order from load to load."""
     seed = args.seed + n
     row: dict[str, Any] = {"load": args.loads[n], "rate": round(rate, 3),
-                           "fifo_singles_sim": summary(fifo_singles(work, solo, rate, args, seed))}
+                           **reference_orders(work, solo, rate, args, seed)}
     order = list(batchers)
     for name in order if n % 2 == 0 else order[::-1]:
         row[name] = summary(await open_loop(batchers[name], work, rate, args, seed)) | logs[name].take()
@@ -280,7 +297,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
     fig, axes = figure(1, len(report["voices"]), (6 * len(report["voices"]), 4), squeeze=False)
     for ax, (label, voice) in zip(axes[0], report["voices"].items(), strict=True):
         loads = [row["load"] for row in voice["open"]]
-        for name in (*report["args"]["policies"], "fifo_singles_sim"):
+        for name in (*report["args"]["policies"], "fifo_singles_sim", "first_chunks_first_sim"):
             ax.plot(loads, [row[name]["ttfa_p95_s"] for row in voice["open"]], marker="o", label=name)
         ax.axhline(voice["unloaded_ttfa_mean_s"], color="grey", ls=":", label="unloaded TTFA (mean)")
         ax.axhline(report["budget_s"], color="red", ls="--", label="budget")

@@ -1,9 +1,11 @@
-"""The scheduler bench's stall figure: the silence a listener playing each chunk as it arrives would hear."""
+"""The scheduler bench: its stall figure (the silence a listener playing each chunk as it arrives would hear),
+the emulated curve, and the simulated reference orders."""
 
 from __future__ import annotations
 
 import pytest
 
+from bench import orders
 from bench.emulated import parse_curve, step_seconds
 from bench.scheduler import stall
 
@@ -28,3 +30,25 @@ def test_emulated_curve_is_data() -> None:
     assert parse_curve("4=0.2,1=0.1") == [(1, 0.1), (4, 0.2)]
     with pytest.raises(ValueError):
         parse_curve("1=0.1")
+
+
+def test_fifo_of_singles_runs_whole_requests_in_arrival_order() -> None:
+    served = orders.fifo_singles([(0.0, 0), (0.1, 1)], [[1.0, 1.0], [0.5]])
+    assert [s.finished for s in served] == [[1.0, 2.0], [2.5]]
+
+
+def test_first_chunks_first_lets_a_newcomer_ahead_of_a_later_chunk_that_can_wait() -> None:
+    # Request 0's second chunk is needed at 1 + 3 = 4 s; the newcomer's 0.5 s and its own 1 s fit before.
+    served = orders.first_chunks_first([(0.0, 0), (0.1, 1)], [[1.0, 1.0], [0.5]], [[3.0, 1.0], [1.0]])
+    assert [s.finished for s in served] == [[1.0, 2.5], [1.5]]
+
+
+def test_first_chunks_first_runs_a_later_chunk_first_when_it_cannot_wait() -> None:
+    # Now request 0's listener runs out at 1 + 1 = 2 s: its second chunk goes before the newcomer.
+    served = orders.first_chunks_first([(0.0, 0), (0.1, 1)], [[1.0, 1.0], [0.5]], [[1.0, 1.0], [1.0]])
+    assert [s.finished for s in served] == [[1.0, 2.0], [2.5]]
+
+
+def test_first_chunks_first_idles_until_the_next_arrival() -> None:
+    served = orders.first_chunks_first([(0.0, 0), (5.0, 0)], [[1.0]], [[1.0]])
+    assert [s.finished for s in served] == [[1.0], [6.0]]
