@@ -18,7 +18,7 @@ from typing import Any, Generic, TypeVar
 
 from batching import policy
 from batching.config import BatcherConfig
-from batching.errors import BatcherClosedError, QueueTimeoutError
+from batching.errors import BatcherClosedError, QueueFullError, QueueTimeoutError
 from batching.protocol import BatchObserver, NullObserver
 from batching.queue import PendingQueue, Ticket
 
@@ -47,6 +47,8 @@ class BatcherBase(Generic[ItemT, OutT]):
         self._executor = executor or ThreadPoolExecutor(max_workers=1, thread_name_prefix=self.thread_name)
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+        self.promises = policy.Promises()
+        """The places of newcomers that admission refused (``policy.Promises``)."""
 
     # -- lifecycle and figures ------------------------------------------------------------------------
 
@@ -113,11 +115,26 @@ class BatcherBase(Generic[ItemT, OutT]):
         nothing. ``submit`` still decides with the item's own cost."""
         if self.config.admission:
             backlog = self.backlog_seconds()
-            policy.within_budget(backlog, backlog, self.config.admission_ttfa_s, self.observer,
-                                 self._admission_margin())
+            self._fairly(lambda promised: policy.within_budget(
+                backlog + promised, backlog + promised, self.config.admission_ttfa_s, self.observer,
+                self._admission_margin()), 0.0, final=False)
 
     def _admission_margin(self) -> float:
         raise NotImplementedError
+
+    def _fairly(self, decide: Callable[[float], float], seconds: float, final: bool = True) -> float:
+        """Admission with the refused newcomers' places kept (``policy.Promises``): ``decide(promised)``
+        raises ``QueueFullError`` or returns the prediction; a refusal promises ``seconds`` of work a
+        place at its retry hint; a ``final`` admission keeps the promise it was taken for."""
+        now = asyncio.get_running_loop().time()
+        try:
+            predicted = decide(self.promises.ahead(now, self.config.admission_ttfa_s))
+        except QueueFullError as exc:
+            self.promises.refused(now, exc.retry_after_ms / 1000, seconds)
+            raise
+        if final:
+            self.promises.kept(now)
+        return predicted
 
     # -- queueing -------------------------------------------------------------------------------------
 

@@ -78,7 +78,7 @@ class MicroBatcher(BatcherBase[ItemT, OutT]):
         predicted = None
         if first:
             self._check_capacity(cost, key, now)
-            predicted = self.planner.admit(self._queue, cost, key, now) if self.config.admission else None
+            predicted = self._admit(cost, key, now) if self.config.admission else None
         self.planner.arrived(now)
         ticket = self._enqueue(item, cost, key, first, request_id, timeout_s, deadline)
         ticket.predicted = predicted
@@ -116,8 +116,12 @@ class MicroBatcher(BatcherBase[ItemT, OutT]):
         """Raise ``QueueFullError`` (with a retry hint) when ``item`` as a first chunk would miss the
         admission budget; else return the prediction. ``submit(first=True)`` does this itself when
         admission is on; front ends call it to refuse before they commit to a response."""
-        now = asyncio.get_running_loop().time()
-        return self.planner.admit(self._queue, int(self.model.cost(item)), self.model.batch_key(item), now)
+        return self._admit(int(self.model.cost(item)), self.model.batch_key(item),
+                           asyncio.get_running_loop().time())
+
+    def _admit(self, cost: int, key: Hashable, now: float) -> float:
+        return self._fairly(lambda promised: self.planner.admit(self._queue, cost, key, now, promised),
+                            self.planner.costs.predict(key, 1, cost))
 
     # -- the loop -------------------------------------------------------------------------------------
 

@@ -16,8 +16,9 @@ deadline − now − the item's predicted cost alone. A first chunk's deadline i
 slack counts as zero, so late newcomers run in arrival order and a later chunk due now goes before them.
 The model runs a batch to its end, so a newcomer's batch goes first only if no later chunk would miss its
 deadline behind it and behind the later chunks due before it (``STALL_MARGIN`` of that work to spare); a
-batch grows only where no later chunk in it would then miss a deadline that it meets alone, and a later
-chunk that can wait joins only where it rides along almost free (``FREE_ROW``).
+batch grows only where no later chunk, in it or queued, would then miss a deadline that it meets
+otherwise, nor wait longer for one it misses anyway unless the newcomer rides almost free (``FREE_ROW``);
+a later chunk that can wait joins only where it rides along almost free.
 """
 
 from __future__ import annotations
@@ -157,8 +158,9 @@ def compose(tickets: Sequence[Ticket[ItemT]], now: float, predictor: Callable[[H
         if _makes_late([*batch, ticket], now, before, after):
             continue
         rest = [t for t in order if t is not ticket and t not in batch]
-        if due_within(rest, now, alone, after, work) is not None and due_within(rest, now, alone, before, work) is None:
-            continue  # a longer batch than the queued later chunks were promised
+        if due_within(rest, now, alone, after, work) is not None and (
+                after > before * (1 + FREE_ROW) or due_within(rest, now, alone, before, work) is None):
+            continue  # longer than the queued later chunks were promised, or later still for ones already short
         if not ticket.first and after > before * (1 + FREE_ROW) \
                 and slack(ticket, now, alone(ticket)) - STALL_MARGIN * alone(ticket) >= after:
             continue  # it can wait for this batch, and it would make it dearer for everyone in it
@@ -177,10 +179,12 @@ def _target(anchor: Ticket[Any], queued: int, predictor: Callable[[Hashable], Pr
 
 
 def _makes_late(batch: Sequence[Ticket[Any]], now: float, before: float, after: float) -> bool:
-    """A later chunk in ``batch`` meets its deadline in a batch of ``before`` seconds, not in ``after``; or
-    misses it anyway and ``after`` is more than a free row dearer (its listener's silence would grow)."""
+    """A later chunk in ``batch`` meets its deadline in a batch of ``before`` seconds, not in ``after`` (each
+    with ``STALL_MARGIN`` to spare); or misses it anyway and ``after`` is more than a free row dearer (its
+    listener's silence would grow)."""
     dearer = after > before * (1 + FREE_ROW)
-    return any(not t.first and t.deadline - now < after and (dearer or before <= t.deadline - now) for t in batch)
+    return any(not t.first and t.deadline - now < after * (1 + STALL_MARGIN)
+               and (dearer or before * (1 + STALL_MARGIN) <= t.deadline - now) for t in batch)
 
 
 class Misses:
@@ -210,6 +214,48 @@ class Misses:
             return 0.0
         ordered = sorted(self._misses)
         return max(0.0, ordered[min(len(ordered) - 1, int(self.quantile * len(ordered)))])
+
+
+PROMISE_GRACE_S = 1.0
+"""How long after its retry hint a refused newcomer's place is kept (an HTTP client rounds the hint up to
+whole seconds in ``Retry-After``)."""
+
+
+class Promises:
+    """The places of refused newcomers: admission is stateless, so without them a client refused with
+    a retry hint comes back to find its slot taken by one that arrived meanwhile (in a closed loop, a
+    client that has just been served and asks again at once), and is refused again: served last, or
+    never. Each refusal promises its work a place at the hint's time. A newcomer that arrives while no
+    promise is due waits behind every promise still to fall due (its predicted first audio counts their
+    work, and its own hint falls after theirs); one that arrives when a promise is due is taken for the
+    client it was made to (no identity crosses a refusal), waits behind none, and keeps that place.
+    Only promises falling due within the admission budget count: refused clients that may never come
+    back (a burst that fails over elsewhere) hold the model idle for at most that long. A promise nobody
+    comes back for lapses ``PROMISE_GRACE_S`` after it fell due."""
+
+    def __init__(self) -> None:
+        self._promised: deque[tuple[float, float]] = deque()
+        """(due, seconds of work), in the order of the refusals."""
+
+    def __len__(self) -> int:
+        return len(self._promised)
+
+    def ahead(self, now: float, horizon: float) -> float:
+        """Seconds of promised work a newcomer arriving at ``now`` waits behind: the promises falling due
+        within ``horizon`` seconds (none if one is due now)."""
+        self._promised = deque(p for p in self._promised if p[0] + PROMISE_GRACE_S >= now)
+        if any(due <= now for due, _ in self._promised):
+            return 0.0
+        return sum(seconds for due, seconds in self._promised if due <= now + horizon)
+
+    def kept(self, now: float) -> None:
+        """A newcomer was admitted at ``now``: the promise due longest ago (if any) is kept."""
+        due = [p for p in self._promised if p[0] <= now]
+        if due:
+            self._promised.remove(min(due))
+
+    def refused(self, now: float, retry_after_s: float, seconds: float) -> None:
+        self._promised.append((now + retry_after_s, seconds))
 
 
 def within_budget(backlog: float, predicted: float, budget_s: float, observer: BatchObserver,

@@ -96,10 +96,11 @@ class RequestPlanner:
         return self.backlog(queue, cost, key, now, ahead(queue, now, self.config.first_audio_s)) \
             + self.costs.predict(key, 1, cost)
 
-    def admit(self, queue: PendingQueue[Any], cost: int, key: Hashable, now: float) -> float:
+    def admit(self, queue: PendingQueue[Any], cost: int, key: Hashable, now: float, promised: float = 0.0) -> float:
         """Refuse (``QueueFullError``) a first chunk whose first audio would miss the budget because of
-        the work ahead of it (``policy.within_budget``)."""
-        backlog = self.backlog(queue, cost, key, now, ahead(queue, now, self.config.first_audio_s))
+        the work ahead of it (``policy.within_budget``); ``promised``: seconds of refused newcomers' work
+        it waits behind (``policy.Promises``)."""
+        backlog = self.backlog(queue, cost, key, now, ahead(queue, now, self.config.first_audio_s)) + promised
         return policy.within_budget(backlog, backlog + self.costs.predict(key, 1, cost),
                                     self.config.admission_ttfa_s, self.observer, self.misses.margin())
 

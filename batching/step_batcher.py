@@ -128,7 +128,8 @@ class StepBatcher(BatcherBase[ItemT, OutT]):
         """Raise ``QueueFullError`` when ``item`` as a first chunk would miss the admission budget because
         of the work ahead of it (as ``MicroBatcher.admit``); else return the prediction."""
         cost, steps = int(self.model.cost(item)), self.model.steps(item)
-        return self.planner.admit(self._ahead(cost, steps), cost, steps)
+        return self._fairly(lambda promised: self.planner.admit(self._ahead(cost, steps), cost, steps, promised),
+                            steps * self.planner.step_seconds(1, cost))
 
     def _ahead(self, cost: int, steps: int) -> Load:
         """The load a newcomer of ``cost`` frames × ``steps`` waits for under the deadline order: the held

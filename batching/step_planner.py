@@ -266,9 +266,10 @@ class StepPlanner:
         sharing = [*load.active, frames] if backlog == 0.0 else [*load.active[1:], frames]
         return backlog, backlog + steps * self.round_seconds(sharing)
 
-    def admit(self, load: Load, frames: int, steps: int) -> float:
+    def admit(self, load: Load, frames: int, steps: int, promised: float = 0.0) -> float:
         """Refuse (``QueueFullError``) when the first audio would miss the budget because of the work
-        ahead of it; as the request scheduler, an item too slow even alone is still served."""
+        ahead of it (``promised``: refused newcomers' work, ``policy.Promises``); as the request
+        scheduler, an item too slow even alone is still served."""
         backlog, predicted = self.first_audio(load, frames, steps)
-        return policy.within_budget(backlog, predicted, self.config.admission_ttfa_s, self.observer,
-                                    self.misses.margin())
+        return policy.within_budget(backlog + promised, predicted + promised, self.config.admission_ttfa_s,
+                                    self.observer, self.misses.margin())

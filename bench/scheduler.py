@@ -15,7 +15,8 @@ mix, chunked, the first chunk submitted as ``first``, each next chunk once the p
 1. warm-up: the engine's timed warm-up passes seed the request policies' cost models alike (step: timed
    single step passes);
 2. closed loop: ``--clients`` clients back to back, per policy (a refused request is retried after its hint);
-3. unloaded, just before the open loops: every text alone, twice; capacity = 1 / mean service time;
+3. unloaded, just before the open loops: every text alone, three times (the median); capacity = 1 / mean
+   service time;
 4. open loop: Poisson arrivals at ``--loads`` × capacity, the same arrival sequence for every policy,
    policies alternated in order from load to load (machine drift hits both alike), arrivals for
    ``--phase-s`` seconds (at most ``--max-requests``); plus two orders of single chunks simulated at the
@@ -179,17 +180,18 @@ async def closed_loop(batcher: Batcher, work: Workload,
     return samples, time.perf_counter() - started, len(refusals)
 
 
-async def unloaded(thread: ThreadPoolExecutor, engine: Engine, work: Workload) -> list[list[float]]:
-    """Seconds of every chunk of every text, alone (the mean of two passes)."""
+async def unloaded(thread: ThreadPoolExecutor, engine: Engine, work: Workload, passes: int = 3) -> list[list[float]]:
+    """Seconds of every chunk of every text, alone: the median of ``passes`` (a slow moment of a shared
+    machine, a chunk timed at 3x its usual in one pass, must not move the capacity the loads scale by)."""
     times = []
     for index in range(len(work.texts)):
-        chunks = [0.0] * len(work.texts[index])
-        for _ in range(2):  # two passes: one slow moment of a shared machine weighs half
+        runs: list[list[float]] = [[] for _ in work.texts[index]]
+        for _ in range(passes):
             for n, item in enumerate(work.items(index, 7)):
                 started = time.perf_counter()
                 await asyncio.get_running_loop().run_in_executor(thread, engine.synthesize, [item])
-                chunks[n] += (time.perf_counter() - started) / 2
-        times.append(chunks)
+                runs[n].append(time.perf_counter() - started)
+        times.append([float(np.median(r)) for r in runs])
     return times
 
 

@@ -205,7 +205,8 @@ def test_a_batch_never_grows_past_a_later_chunks_deadline() -> None:
     queue = tickets([100] * 6, first=[False] + [True] * 5, deadlines=[0.075] + [5.0] * 5)
     chosen = policy.compose(queue, 0.0, lambda key: between, LIMITS)
     assert chosen.tickets[0].item == 0
-    assert between(len(chosen.tickets), 100) <= 0.075 < between(len(chosen.tickets) + 1, 100)
+    grown = 1 + policy.STALL_MARGIN  # the margin kept against a prediction off by that much
+    assert between(len(chosen.tickets), 100) * grown <= 0.075 < between(len(chosen.tickets) + 1, 100) * grown
 
 
 def test_later_chunks_due_together_go_before_a_newcomer_they_could_each_wait_for() -> None:
@@ -241,6 +242,17 @@ def test_a_later_chunk_already_late_runs_without_newcomers_that_would_lengthen_i
     queue = tickets([100] * 3, first=[False, True, True], deadlines=[0.01, 0.0, 0.0])
     assert [t.item for t in policy.compose(queue, 0.0, lambda key: between, LIMITS).tickets] == [0]
     assert [t.item for t in policy.compose(queue, 0.0, lambda key: free, LIMITS).tickets] == [0, 1, 2]
+
+
+def test_later_chunks_already_short_of_time_are_not_made_to_wait_longer_for_a_newcomer() -> None:
+    """At 0.9 load (tiny, 32 steps) two later chunks due together behind a third could not all make it
+    whatever ran; the newcomers that joined their batches on a compute-bound curve only made the
+    silences longer (stalls of 0.8-1.3 s). The later chunk that cannot wait runs with the next later
+    chunk, not with the newcomer."""
+    pairs = policy.Limits(max_size=2, max_frames=100_000, max_padding=0.5)
+    queue = tickets([100] * 3, first=[False, True, False], deadlines=[0.07, 0.0, 0.09])
+    assert [t.item for t in policy.compose(queue, 0.0, lambda key: between, pairs).tickets] == [0, 2]
+    assert [t.item for t in policy.compose(queue, 0.0, lambda key: free, pairs).tickets] == [0, 1]  # rides free
 
 
 # -- through the batcher -----------------------------------------------------------------------------
@@ -376,6 +388,48 @@ async def test_refuse_early_prices_the_work_ahead_without_the_newcomer(make) -> 
     assert batcher.observer.rejections == ["over_budget"]
     gate.set()
     await asyncio.gather(running.future, *(t.future for t in queued))
+
+
+def test_promises_keep_a_refused_newcomers_place_until_it_comes_back() -> None:
+    promises = policy.Promises()
+    promises.refused(10.0, retry_after_s=0.5, seconds=0.8)   # told to come back at 10.5
+    assert promises.ahead(10.2, 3.0) == pytest.approx(0.8)   # a newcomer meanwhile waits behind it
+    promises.refused(10.2, retry_after_s=1.0, seconds=0.4)   # ...and is told to come back after it
+    assert promises.ahead(10.6, 3.0) == 0.0                 # one is due: this arrival is taken for it
+    promises.kept(10.6)
+    assert len(promises) == 1 and promises.ahead(10.7, 3.0) == pytest.approx(0.4)
+    assert promises.ahead(11.2 + policy.PROMISE_GRACE_S + 0.01, 3.0) == 0.0 and len(promises) == 0  # lapsed
+
+
+def test_promises_beyond_the_budget_do_not_hold_newcomers_back() -> None:
+    """A burst refused with long hints may never come back: only promises due within the budget count."""
+    promises = policy.Promises()
+    for n in range(100):
+        promises.refused(0.0, retry_after_s=0.5 * (n + 1), seconds=0.5)
+    assert promises.ahead(0.1, 3.0) == pytest.approx(0.5 * 6)  # due at 0.5 ... 3.0
+
+
+async def test_a_refused_newcomer_is_not_overtaken_while_it_waits_for_its_hint(make) -> None:
+    """A closed loop of clients against admission (bench.upstream, 8 clients): a client refused with a
+    retry hint came back to find its place taken by clients that had just been served and asked again,
+    and was refused again and again (latency p95 1.4-1.7x upstream's at p50 0.4x). Its place is kept."""
+    gate = threading.Event()
+    batcher = await make(lambda n, f: 0.005 * n * f, admission=True, admission_ttfa_s=1.3)
+    batcher.seed_costs(samples(lambda n, f: 0.005 * n * f, frames=(100, 200)))  # 0.5 s per 100 frames
+    batcher.model.gate = gate
+    running = batcher.submit(FakeItem(0, cost=100), first=True)
+    await asyncio.to_thread(batcher.model.started.wait, 5)
+    with pytest.raises(QueueFullError) as long_one:  # 0.5 running + 1.0 itself: 1.5 s
+        batcher.submit(FakeItem(1, cost=200), first=True)
+    assert 150 <= long_one.value.retry_after_ms <= 350  # 1.5 - 1.3 s, and the running batch's start
+    with pytest.raises(QueueFullError) as short_one:  # 0.5 + 0.5 would fit, but the long one is owed 1.0 s
+        batcher.submit(FakeItem(2, cost=100), first=True)
+    assert short_one.value.retry_after_ms > long_one.value.retry_after_ms
+    await asyncio.sleep(long_one.value.retry_after_ms / 1000 + 0.05)
+    back = batcher.submit(FakeItem(1, cost=200), first=True)  # its place was kept
+    assert len(batcher.promises) == 1  # the short one's, still to fall due
+    gate.set()
+    await asyncio.gather(running.future, back.future)
 
 
 @pytest.mark.slow
