@@ -125,16 +125,14 @@ class BatcherBase(Generic[ItemT, OutT]):
     def _fairly(self, decide: Callable[[float], float], seconds: float, final: bool = True) -> float:
         """Admission with the refused newcomers' places kept (``policy.Promises``): ``decide(promised)``
         raises ``QueueFullError`` or returns the prediction; a refusal promises ``seconds`` of work a
-        place at its retry hint; a ``final`` admission keeps the promise it was taken for."""
+        place at its retry hint; only a ``final`` decision uses up the promise it was taken for (a front
+        end's early check does not)."""
         now = asyncio.get_running_loop().time()
         try:
-            predicted = decide(self.promises.ahead(now, self.config.admission_ttfa_s))
+            return decide(self.promises.ahead(now, self.config.admission_ttfa_s, take=final))
         except QueueFullError as exc:
             self.promises.refused(now, exc.retry_after_ms / 1000, seconds)
             raise
-        if final:
-            self.promises.kept(now)
-        return predicted
 
     # -- queueing -------------------------------------------------------------------------------------
 

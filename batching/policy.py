@@ -240,19 +240,17 @@ class Promises:
     def __len__(self) -> int:
         return len(self._promised)
 
-    def ahead(self, now: float, horizon: float) -> float:
+    def ahead(self, now: float, horizon: float, take: bool = True) -> float:
         """Seconds of promised work a newcomer arriving at ``now`` waits behind: the promises falling due
-        within ``horizon`` seconds (none if one is due now)."""
+        within ``horizon`` seconds; none if one is due now, and then (``take``) that promise is the
+        newcomer's and is used up, admitted or refused again (a refusal makes it a new one)."""
         self._promised = deque(p for p in self._promised if p[0] + PROMISE_GRACE_S >= now)
-        if any(due <= now for due, _ in self._promised):
-            return 0.0
-        return sum(seconds for due, seconds in self._promised if due <= now + horizon)
-
-    def kept(self, now: float) -> None:
-        """A newcomer was admitted at ``now``: the promise due longest ago (if any) is kept."""
         due = [p for p in self._promised if p[0] <= now]
         if due:
-            self._promised.remove(min(due))
+            if take:
+                self._promised.remove(min(due))
+            return 0.0
+        return sum(seconds for when, seconds in self._promised if when <= now + horizon)
 
     def refused(self, now: float, retry_after_s: float, seconds: float) -> None:
         self._promised.append((now + retry_after_s, seconds))

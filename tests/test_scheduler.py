@@ -395,10 +395,21 @@ def test_promises_keep_a_refused_newcomers_place_until_it_comes_back() -> None:
     promises.refused(10.0, retry_after_s=0.5, seconds=0.8)   # told to come back at 10.5
     assert promises.ahead(10.2, 3.0) == pytest.approx(0.8)   # a newcomer meanwhile waits behind it
     promises.refused(10.2, retry_after_s=1.0, seconds=0.4)   # ...and is told to come back after it
-    assert promises.ahead(10.6, 3.0) == 0.0                 # one is due: this arrival is taken for it
-    promises.kept(10.6)
-    assert len(promises) == 1 and promises.ahead(10.7, 3.0) == pytest.approx(0.4)
+    assert promises.ahead(10.6, 3.0, take=False) == 0.0     # one is due: this arrival is taken for it
+    assert promises.ahead(10.6, 3.0) == 0.0 and len(promises) == 1  # ...and uses it up
+    assert promises.ahead(10.7, 3.0) == pytest.approx(0.4)  # the next one pays for the other again
     assert promises.ahead(11.2 + policy.PROMISE_GRACE_S + 0.01, 3.0) == 0.0 and len(promises) == 0  # lapsed
+
+
+def test_a_promise_is_used_up_when_its_client_is_refused_again() -> None:
+    """A client that came back and was refused again got a new promise; its old one, still due for the
+    grace second, let every newcomer in that second be taken for it and overtake (8 closed-loop clients:
+    the same three clients refused together over and over)."""
+    promises = policy.Promises()
+    promises.refused(0.0, retry_after_s=0.5, seconds=0.8)
+    assert promises.ahead(0.6, 3.0) == 0.0                 # it came back...
+    promises.refused(0.6, retry_after_s=0.5, seconds=0.8)  # ...and was refused again
+    assert promises.ahead(0.7, 3.0) == pytest.approx(0.8)  # a newcomer now waits behind it
 
 
 def test_promises_beyond_the_budget_do_not_hold_newcomers_back() -> None:
