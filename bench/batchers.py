@@ -31,21 +31,24 @@ WARM_TEXTS = ("Warming up the model.", "The quick brown fox jumps over the lazy 
 
 
 class BatchSizes(NullObserver):
-    """Observer that keeps the size of every batch."""
+    """Observer that keeps the size of every batch (step mode: of every pass) and the seconds it ran."""
 
     def __init__(self) -> None:
         self.sizes: list[int] = []
+        self.busy_s = 0.0
 
     def batch_done(self, size: int, seconds: float, padded_frames: int, real_frames: int) -> None:
         self.sizes.append(size)
+        self.busy_s += seconds
 
 
 class SizeLog(BatchSizes):
-    """Observer that keeps the batch sizes of the current phase."""
+    """Observer that keeps the batch sizes of the current phase, and how long the model was busy in it."""
 
     def take(self) -> dict[str, Any]:
-        sizes, self.sizes = self.sizes, []
-        return {"batches": len(sizes), "mean_batch_size": round(float(np.mean(sizes)), 2) if sizes else None}
+        sizes, busy, self.sizes, self.busy_s = self.sizes, self.busy_s, [], 0.0
+        return {"batches": len(sizes), "mean_batch_size": round(float(np.mean(sizes)), 2) if sizes else None,
+                "model_busy_s": round(busy, 2)}
 
 
 def policies(args: argparse.Namespace) -> dict[str, BatcherConfig]:

@@ -24,7 +24,10 @@ mix, chunked, the first chunk submitted as ``first``, each next chunk once the p
    (``fifo_singles_sim``, the reference the goals are stated against) and the deadline order without
    batching or mispredictions (``first_chunks_first_sim``: the oldest first chunk next unless a later chunk
    would be late; where request mode stands against the best its order can do on a model batching does
-   not help); each figure's TTFA p95 also as a multiple of the unloaded TTFA and of the FIFO's;
+   not help); each figure's TTFA p95 also as a multiple of the unloaded TTFA and of the FIFO's; and the
+   load the model really carried: the drawn arrivals' work at the unloaded times (``work_unloaded_s``,
+   ``drawn_load``) beside the seconds each policy kept the model busy (``model_busy_s``,
+   ``busy_x_unloaded``: on a shared CPU the same chunks run dearer under load than alone);
 5. saturation: ``--burst`` requests arriving at once, per policy: requests/s is the saturated throughput.
 
 Reports TTFA and latency p50/p95, requests/s, refusals, and stalls (a listener who plays each chunk as it
@@ -208,6 +211,16 @@ def arrivals(work: Workload, rate: float, args: argparse.Namespace, seed: int) -
     return plan
 
 
+def drawn_work(plan: list[tuple[float, int]], solo: list[list[float]]) -> dict[str, float]:
+    """The work the drawn arrivals bring, at the unloaded times (``work_unloaded_s``), and the load they
+    offer (``drawn_load``: that work over the span of the arrivals; the draw's own luck around ``--loads``).
+    Beside a policy's ``model_busy_s``, ``busy_x_unloaded`` says how much dearer the same work ran under load:
+    the load the model actually carried is about ``drawn_load`` × that."""
+    work = sum(sum(solo[text]) for _, text in plan)
+    span = plan[-1][0] if plan else 0.0
+    return {"work_unloaded_s": round(work, 2), "drawn_load": round(work / span, 3) if span > 0 else 0.0}
+
+
 def reference_orders(work: Workload, solo: list[list[float]], rate: float, args: argparse.Namespace,
                      seed: int) -> dict[str, Any]:
     """The simulated references (``bench.orders``) on the open loop's arrivals, at the unloaded times."""
@@ -271,11 +284,13 @@ async def open_phase(batchers: dict[str, Batcher], logs: dict[str, SizeLog], wor
     """One offered load: every policy on the same arrivals, in alternating order from load to load."""
     seed = args.seed + n
     row: dict[str, Any] = {"load": args.loads[n], "rate": round(rate, 3),
+                           **drawn_work(arrivals(work, rate, args, seed), solo),
                            **reference_orders(work, solo, rate, args, seed)}
     order = list(batchers)
     for name in order if n % 2 == 0 else order[::-1]:
         row[name] = summary(await open_loop(batchers[name], work, rate, args, seed)) | logs[name].take()
         row[name]["predicted_s"] = batchers[name].costs.table([1, 2, 4, args.max_batch_size])  # step: per pass
+        row[name]["busy_x_unloaded"] = round(row[name]["model_busy_s"] / row["work_unloaded_s"], 2)
     print(json.dumps(row), file=sys.stderr)
     return row
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 
 from bench import orders
+from bench.batchers import SizeLog
 from bench.emulated import parse_curve, step_seconds
-from bench.scheduler import stall
+from bench.scheduler import drawn_work, stall
 
 
 def test_no_stall_when_each_chunk_is_ready_before_the_previous_ends() -> None:
@@ -52,3 +53,18 @@ def test_first_chunks_first_runs_a_later_chunk_first_when_it_cannot_wait() -> No
 def test_first_chunks_first_idles_until_the_next_arrival() -> None:
     served = orders.first_chunks_first([(0.0, 0), (5.0, 0)], [[1.0]], [[1.0]])
     assert [s.finished for s in served] == [[1.0], [6.0]]
+
+
+def test_drawn_work_prices_the_arrivals_at_the_unloaded_times() -> None:
+    # Two requests of text 0 (1.0 + 0.5 s) and one of text 1 (2.0 s), the last arriving at 7 s.
+    drawn = drawn_work([(1.0, 0), (3.0, 1), (7.0, 0)], [[1.0, 0.5], [2.0]])
+    assert drawn == {"work_unloaded_s": 5.0, "drawn_load": round(5.0 / 7.0, 3)}
+    assert drawn_work([], [[1.0]]) == {"work_unloaded_s": 0.0, "drawn_load": 0.0}
+
+
+def test_the_size_log_counts_the_seconds_the_model_was_busy_per_phase() -> None:
+    log = SizeLog()
+    log.batch_done(2, 0.5, 100, 90)
+    log.batch_done(1, 0.25, 50, 50)
+    assert log.take() == {"batches": 2, "mean_batch_size": 1.5, "model_busy_s": 0.75}
+    assert log.take() == {"batches": 0, "mean_batch_size": None, "model_busy_s": 0.0}
