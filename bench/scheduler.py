@@ -151,11 +151,11 @@ def stall(durations: list[float], finished: list[float]) -> float:
     return silent
 
 
-async def open_loop(batcher: Batcher, work: Workload, rate: float, args: argparse.Namespace,
-                    seed: int) -> list[Sample]:
+async def open_loop(batcher: Batcher, work: Workload, plan: list[tuple[float, int]]) -> list[Sample]:
+    """``plan``'s arrivals (``arrivals``), each at its time from the start, each on its own stream."""
     loop, tasks = asyncio.get_running_loop(), []
     started = loop.time()
-    for n, (at, index) in enumerate(arrivals(work, rate, args, seed)):
+    for n, (at, index) in enumerate(plan):
         await asyncio.sleep(max(0.0, started + at - loop.time()))
         arrival = time.perf_counter()
         tasks.append(asyncio.create_task(stream(batcher, work.items(index, 1000 * n), arrival, seconds=work.seconds)))
@@ -199,7 +199,8 @@ async def unloaded(thread: ThreadPoolExecutor, engine: Engine, work: Workload, p
 
 
 def arrivals(work: Workload, rate: float, args: argparse.Namespace, seed: int) -> list[tuple[float, int]]:
-    """The open loop's arrival sequence (seconds from its start, text index), drawn as ``open_loop`` draws it."""
+    """The open loop's arrival sequence (seconds from its start, text index): drawn once per phase, then
+    served by every policy (``open_loop``) and simulated by the references (``reference_orders``)."""
     rng = random.Random(seed)
     now, plan = 0.0, []
     for _ in range(args.max_requests):
@@ -221,10 +222,8 @@ def drawn_work(plan: list[tuple[float, int]], solo: list[list[float]]) -> dict[s
     return {"work_unloaded_s": round(work, 2), "drawn_load": round(work / span, 3) if span > 0 else 0.0}
 
 
-def reference_orders(work: Workload, solo: list[list[float]], rate: float, args: argparse.Namespace,
-                     seed: int) -> dict[str, Any]:
+def reference_orders(work: Workload, solo: list[list[float]], plan: list[tuple[float, int]]) -> dict[str, Any]:
     """The simulated references (``bench.orders``) on the open loop's arrivals, at the unloaded times."""
-    plan = arrivals(work, rate, args, seed)
     audio = [[work.seconds(item) for item in work.items(index, 0)] for index in range(len(work.texts))]
     rows = {"fifo_singles_sim": orders.fifo_singles(plan, solo),
             "first_chunks_first_sim": orders.first_chunks_first(plan, solo, audio)}
@@ -282,15 +281,15 @@ async def bench_voice(engine: Engine, voice: Voice, args: argparse.Namespace,
 async def open_phase(batchers: dict[str, Batcher], logs: dict[str, SizeLog], work: Workload,
                      solo: list[list[float]], n: int, rate: float, args: argparse.Namespace) -> dict[str, Any]:
     """One offered load: every policy on the same arrivals, in alternating order from load to load."""
-    seed = args.seed + n
-    row: dict[str, Any] = {"load": args.loads[n], "rate": round(rate, 3),
-                           **drawn_work(arrivals(work, rate, args, seed), solo),
-                           **reference_orders(work, solo, rate, args, seed)}
+    plan = arrivals(work, rate, args, args.seed + n)
+    row: dict[str, Any] = {"load": args.loads[n], "rate": round(rate, 3), **drawn_work(plan, solo),
+                           **reference_orders(work, solo, plan)}
     order = list(batchers)
     for name in order if n % 2 == 0 else order[::-1]:
-        row[name] = summary(await open_loop(batchers[name], work, rate, args, seed)) | logs[name].take()
+        row[name] = summary(await open_loop(batchers[name], work, plan)) | logs[name].take()
         row[name]["predicted_s"] = batchers[name].costs.table([1, 2, 4, args.max_batch_size])  # step: per pass
-        row[name]["busy_x_unloaded"] = round(row[name]["model_busy_s"] / row["work_unloaded_s"], 2)
+        work_s = row["work_unloaded_s"]
+        row[name]["busy_x_unloaded"] = round(row[name]["model_busy_s"] / work_s, 2) if work_s else None
     print(json.dumps(row), file=sys.stderr)
     return row
 
