@@ -1,5 +1,6 @@
 """asyncio micro-batcher, generic over the small ``BatchModel`` protocol (no torch here)."""
 
+from batching.base import Entry
 from batching.batcher import MicroBatcher
 from batching.config import BatcherConfig
 from batching.cost import CostModel, CostSample
@@ -18,6 +19,7 @@ __all__ = [
     "CostModel",
     "CostObserver",
     "CostSample",
+    "Entry",
     "MicroBatcher",
     "NullObserver",
     "QueueFullError",

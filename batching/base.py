@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import weakref
 from collections.abc import Callable, Hashable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Generic, TypeVar
@@ -27,6 +28,20 @@ log = logging.getLogger(__name__)
 ItemT = TypeVar("ItemT")
 OutT = TypeVar("OutT")
 R = TypeVar("R")
+
+
+class Entry:
+    """A newcomer let past ``BatcherBase.refuse_early``: work ahead of the next newcomers until ``close``
+    (its first chunk is queued, or it ends without one). An entry dropped unclosed stops counting when it
+    is collected."""
+
+    def __init__(self, entries: weakref.WeakSet[Entry]) -> None:
+        self._entries = entries
+        entries.add(self)
+
+    def close(self) -> None:
+        """Idempotent."""
+        self._entries.discard(self)
 
 
 class BatcherBase(Generic[ItemT, OutT]):
@@ -49,6 +64,8 @@ class BatcherBase(Generic[ItemT, OutT]):
         self._closed = False
         self.promises = policy.Promises()
         """The places of newcomers that admission refused (``policy.Promises``)."""
+        self._entries: weakref.WeakSet[Entry] = weakref.WeakSet()
+        """Newcomers let past ``refuse_early`` whose first chunk is not queued yet (``Entry``)."""
 
     # -- lifecycle and figures ------------------------------------------------------------------------
 
@@ -102,22 +119,32 @@ class BatcherBase(Generic[ItemT, OutT]):
                timeout_s: float | None = None, deadline: float | None = None) -> Ticket[ItemT]:
         raise NotImplementedError
 
-    def backlog_seconds(self) -> float:
+    def backlog_seconds(self, incoming: int = 0) -> float:
         """Predicted seconds a newcomer submitted now would wait before the model starts on it (the work
-        ahead of it under the deadline order), whatever the newcomer is: the retry hint of a refusal that
-        has no item, and the cheap half of admission."""
+        ahead of it under the deadline order, and ``incoming`` newcomers of the typical length let in
+        before it), whatever the newcomer is: the retry hint of a refusal that has no item, and the cheap
+        half of admission."""
         raise NotImplementedError
 
-    def refuse_early(self) -> None:
+    @property
+    def incoming(self) -> int:
+        """Newcomers let past ``refuse_early`` whose first chunk is not queued yet."""
+        return len(self._entries)
+
+    def refuse_early(self) -> Entry:
         """With admission on, raise ``QueueFullError`` (retry hint: when the backlog will have drained
         enough) when the work ahead alone already puts any newcomer's first audio past the budget: front
         ends call it before they prepare a request's text, so that a refusal under overload costs almost
-        nothing. ``submit`` still decides with the item's own cost."""
+        nothing. The work ahead counts the newcomers let in before and still preparing their text: the
+        requests of a burst are all checked before the first of them is queued. The ``Entry`` returned
+        is closed when the newcomer's first chunk is queued or it ends without one. ``submit`` still
+        decides with the item's own cost."""
         if self.config.admission:
-            backlog = self.backlog_seconds()
+            backlog = self.backlog_seconds(self.incoming)
             self._fairly(lambda promised: policy.within_budget(
                 backlog + promised, backlog + promised, self.config.admission_ttfa_s, self.observer,
                 self._admission_margin()), 0.0, final=False)
+        return Entry(self._entries)
 
     def _admission_margin(self) -> float:
         raise NotImplementedError

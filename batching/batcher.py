@@ -105,9 +105,9 @@ class MicroBatcher(BatcherBase[ItemT, OutT]):
         return self.planner.predict_first_audio(self._queue, int(self.model.cost(item)),
                                                   self.model.batch_key(item), now)
 
-    def backlog_seconds(self) -> float:
+    def backlog_seconds(self, incoming: int = 0) -> float:
         now = asyncio.get_running_loop().time()
-        return self.planner.backlog_ahead(self._queue, now)
+        return self.planner.backlog_ahead(self._queue, now, incoming)
 
     def _admission_margin(self) -> float:
         return self.planner.misses.margin()

@@ -104,26 +104,29 @@ class RequestPlanner:
         return policy.within_budget(backlog, backlog + self.costs.predict(key, 1, cost),
                                     self.config.admission_ttfa_s, self.observer, self.misses.margin())
 
-    def backlog_ahead(self, queue: PendingQueue[Any], now: float) -> float:
+    def backlog_ahead(self, queue: PendingQueue[Any], now: float, incoming: int = 0) -> float:
         """``backlog`` for a newcomer of no particular size: the running batch's rest and the work ahead
-        of it, priced by the work's own keys and lengths."""
+        of it, priced by the work's own keys and lengths, with ``incoming`` newcomers not queued yet of
+        the typical length (``CostModel.typical_frames``) among it."""
         tickets = ahead(queue, now, self.config.first_audio_s)
-        if not tickets:
+        if not tickets and not incoming:
             return self._running_rest(now)
-        return self.backlog(queue, tickets[0].cost, tickets[0].key, now, tickets)
+        typical = self.costs.typical_frames or (tickets[0].cost if tickets else 1)
+        key = tickets[0].key if tickets else self.costs.last_key
+        return self.backlog(queue, typical, key, now, tickets, incoming)
 
     def _running_rest(self, now: float) -> float:
         return max(0.0, self._running_until - now) if self._running_until is not None else 0.0
 
     def backlog(self, queue: PendingQueue[Any], cost: int, key: Hashable, now: float,
-                tickets: Sequence[Ticket[Any]] | None = None) -> float:
-        """Predicted seconds until the model is free of everything running and ``tickets`` (default: all
-        queued)."""
+                tickets: Sequence[Ticket[Any]] | None = None, extra: int = 0) -> float:
+        """Predicted seconds until the model is free of everything running, ``tickets`` (default: all
+        queued) and ``extra`` items of ``cost`` frames."""
         predict = self.predictor(key)
         running = self._running_rest(now)
         tickets = list(queue) if tickets is None else tickets
-        queued = len(tickets)
-        frames = sum(t.cost for t in tickets) // queued if queued else cost
+        queued = len(tickets) + extra
+        frames = (sum(t.cost for t in tickets) + extra * cost) // queued if queued else cost
         return running + policy.drain_seconds(queued, frames, predict, self.limits,
                                               fill=self.config.policy == "fill")
 

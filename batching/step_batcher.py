@@ -115,11 +115,22 @@ class StepBatcher(BatcherBase[ItemT, OutT]):
         cost, steps = int(self.model.cost(item)), self.model.steps(item)
         return self.planner.first_audio(self._ahead(cost, steps), cost, steps)[1]
 
-    def backlog_seconds(self) -> float:
-        """(For a newcomer as long as the average of the work in hand, at the seeded step count.)"""
+    def backlog_seconds(self, incoming: int = 0) -> float:
+        """(For a newcomer as long as the average of the work in hand, at the seeded step count; the
+        ``incoming`` ones of the typical length join the active items where a newcomer would, else queue.)"""
         frames = [t.cost for t in self._active.values()] + [t.cost for t in self._queue]
-        cost, steps = sum(frames) // len(frames) if frames else 0, self.planner.seed_steps
-        return self.planner.backlog(self._ahead(cost, steps), cost, steps) if frames else 0.0
+        if not frames and not incoming:
+            return 0.0
+        typical = self.planner.costs.typical_frames or (sum(frames) // len(frames) if frames else 1)
+        cost, steps = sum(frames) // len(frames) if frames else typical, self.planner.seed_steps
+        load = self._ahead(cost, steps)
+        for _ in range(incoming):
+            if load.queued == 0 and self.planner.fits(load, typical) and self.planner.joins(load, typical, steps, True):
+                load = Load([*load.active, typical], [*load.left, steps], 0,
+                            [*(load.first or [False] * len(load.active)), True])
+            else:
+                load = dataclasses.replace(load, queued=load.queued + 1)
+        return self.planner.backlog(load, cost, steps)
 
     def _admission_margin(self) -> float:
         return self.planner.misses.margin()

@@ -313,6 +313,34 @@ async def test_an_overload_burst_truncates_nothing(start_server, test_settings: 
     assert live.metric("tts_stream_stalls_total", transport="ws") >= 0
 
 
+async def test_a_burst_is_refused_before_its_text_is_prepared(start_server, test_settings: Settings,  # type: ignore[no-untyped-def]
+                                                              monkeypatch) -> None:
+    """All of a burst's requests reach the early check before the first of them is queued: the ones let
+    in count as work ahead, so most of the burst is refused before its text is prepared; every entry is
+    closed once its stream's first chunk is queued, its stream fails, or its request is refused later."""
+    live: LiveServer = await start_server(test_settings.replace(admission=True, admission_ttfa_s=1.0))
+    service, batcher = live.state.service, live.state.runtime.batcher  # type: ignore[union-attr]
+    batcher.seed_costs([(n, frames, 0.4 * n) for n in (1, 2, 4) for frames in (300, 600, 1200)])  # no batching gain
+    prepared = 0
+    feed = service._feed
+
+    def counted(*args):  # type: ignore[no-untyped-def]
+        nonlocal prepared
+        prepared += 1
+        return feed(*args)
+
+    monkeypatch.setattr(service, "_feed", counted)
+    async with aiohttp.ClientSession() as session:
+        bad = await session.post(live.url("/v1/audio/speech"), json={"input": "...", "voice": "alloy"})
+        assert bad.status == 400 and batcher.incoming == 0  # refused after the early check: entry closed
+        results = await asyncio.gather(*(http_speech(session, live.url("/v1/audio/speech"), LONG_TEXT)
+                                         for _ in range(24)))
+    ends = [r[0] for r in results]
+    assert "ok" in ends and "429" in ends, ends
+    assert prepared - 1 <= 8, f"{prepared - 1} of 24 requests prepared their text"
+    assert batcher.incoming == 0
+
+
 @pytest.mark.slow
 async def test_a_forced_stall_is_counted(start_server, test_settings: Settings, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """Once the first chunk is out (about 4 s of audio), vocoding anything takes 6 s more: the next chunk

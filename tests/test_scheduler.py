@@ -11,11 +11,13 @@ import dataclasses
 import functools
 import threading
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
 
-from batching import BatcherConfig, CostModel, CostSample, MicroBatcher, QueueFullError, policy
+from batching import BatcherConfig, CostModel, CostSample, Entry, MicroBatcher, QueueFullError, StepBatcher, policy
+from batching.base import BatcherBase
 from batching.cost import CostCurve
 from batching.queue import Ticket
 from engine import Engine, Voice
@@ -388,6 +390,34 @@ async def test_refuse_early_prices_the_work_ahead_without_the_newcomer(make) -> 
     assert batcher.observer.rejections == ["over_budget"]
     gate.set()
     await asyncio.gather(running.future, *(t.future for t in queued))
+
+
+@pytest.mark.parametrize("scheduler", ["request", "step"])
+async def test_refuse_early_counts_the_newcomers_let_in_before_their_text_is_ready(make, scheduler) -> None:
+    """A burst's requests are all checked before the first of them is queued (each still prepares its
+    text): the ones let in count as work ahead, so the early check refuses the rest of the burst instead of
+    letting all of them prepare their text only to refuse them at the queue."""
+    batcher: BatcherBase[Any, Any]
+    if scheduler == "request":
+        batcher = await make(half_second, admission=True, admission_ttfa_s=1.2)
+    else:  # no step runs here: the planner alone prices the newcomers
+        batcher = StepBatcher(CurveModel(curve=half_second), BatcherConfig(  # type: ignore[arg-type]
+            scheduler="step", admission=True, admission_ttfa_s=1.2), RecordingObserver())
+        batcher.seed_costs(samples(half_second, frames=(100,)))
+    entries: list[Entry] = []
+    with pytest.raises(QueueFullError) as refused:
+        for _ in range(50):
+            entries.append(batcher.refuse_early())
+    assert 1 <= len(entries) < 50 and batcher.incoming == len(entries)
+    assert refused.value.retry_after_ms > 0 and batcher.observer.rejections == ["over_budget"]
+    entries[0].close()
+    entries[0].close()  # idempotent
+    assert batcher.incoming == len(entries) - 1
+    entries.pop(0)
+    entries.append(batcher.refuse_early())  # a place freed: the next one is let in again
+    del entries[:]  # an entry dropped unclosed stops counting
+    assert batcher.incoming == 0
+    batcher.refuse_early()
 
 
 def test_promises_keep_a_refused_newcomers_place_until_it_comes_back() -> None:

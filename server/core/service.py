@@ -116,13 +116,19 @@ class Service:
         params = self._params(request)
         if request.final and not request.text.strip():
             raise ServiceError("bad_request", "text is empty", param="input")
-        if request.final:  # under overload, refused before its text is prepared: a refusal costs ~nothing
-            runtime.batcher.refuse_early()
-        feed = self._feed(request, voice, params)
-        if request.final and not feed.has_silence:  # a document of pauses only is fine: it is its silence
-            self._check_speakable(SynthesisItem.of(feed.spoken, voice, params))
-        return Stream(request.id, number, voice, params, feed, runtime, sink, self.metrics, transport=transport,
-                      marks=request.marks)
+        # Under overload, refused before its text is prepared: a refusal costs ~nothing. Let in, it counts
+        # as work ahead of the next newcomers until its first chunk is queued (the stream closes the entry).
+        entry = runtime.batcher.refuse_early() if request.final else None
+        try:
+            feed = self._feed(request, voice, params)
+            if request.final and not feed.has_silence:  # a document of pauses only is fine: it is its silence
+                self._check_speakable(SynthesisItem.of(feed.spoken, voice, params))
+            return Stream(request.id, number, voice, params, feed, runtime, sink, self.metrics,
+                          transport=transport, marks=request.marks, entry=entry)
+        except BaseException:
+            if entry is not None:
+                entry.close()
+            raise
 
     def _feed(self, request: StreamRequest, voice: Voice, params: SynthesisParams) -> TextFeed:
         """Text → pieces (normalisation, SSML, pauses); SSML errors are bad_request (text.ssml)."""

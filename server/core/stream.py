@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from batching import Ticket
+from batching import Entry, Ticket
 from batching.playback import Playback
 from engine import InvalidTextError, SynthesisItem, SynthesisParams, Voice
 from observability import Metrics
@@ -57,7 +57,7 @@ class SinkClosed(Exception):
 class Stream:
     def __init__(self, request_id: str, number: int, voice: Voice, params: SynthesisParams, feed: TextFeed,
                  runtime: Runtime, sink: Sink, metrics: Metrics, transport: str = "ws",
-                 marks: bool = False) -> None:
+                 marks: bool = False, entry: Entry | None = None) -> None:
         self.id = request_id
         self.number = number
         """Per-connection stream number (the WebSocket frame header carries it)."""
@@ -91,6 +91,9 @@ class Stream:
         """Playback index of each piece put in ``_tickets``, in order."""
         self._play_index: dict[int, int] = {}
         """Playback index of each in-flight ticket, by its seq."""
+        self._entry = entry
+        """Admission's early check let this stream in (``BatcherBase.refuse_early``): closed when its first
+        chunk is queued or it ends."""
 
     async def run(self) -> None:
         """Serve the stream to completion; never raises (errors are sent to the client)."""
@@ -114,6 +117,7 @@ class Stream:
             producer.cancel()
             for ticket in self._in_flight:
                 ticket.cancel()
+            self._close_entry()
             self._record(outcome)
 
     def cancel(self, outcome: str = "cancelled") -> None:
@@ -144,6 +148,7 @@ class Stream:
                     await previous.started.wait()
                 await self._slots.acquire()
                 play, deadline = self._playback.submit(self._now(), self._seconds(item, index))
+                self._close_entry()  # the first chunk now stands for itself in the queue
                 ticket = self.batcher.submit(item, first=index == 0, request_id=self.id, deadline=deadline)
                 self._plays.append(play)
                 self._play_index[ticket.seq] = play
@@ -272,7 +277,13 @@ class Stream:
 
     def record_cancelled(self) -> None:
         """For a stream cancelled before its task ever ran (so ``run``'s own bookkeeping never happened)."""
+        self._close_entry()
         self._record(self._cancel_outcome)
+
+    def _close_entry(self) -> None:
+        if self._entry is not None:
+            self._entry.close()
+            self._entry = None
 
     def _record(self, outcome: str) -> None:
         if self._recorded:
