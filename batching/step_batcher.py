@@ -121,15 +121,10 @@ class StepBatcher(BatcherBase[ItemT, OutT]):
         frames = [t.cost for t in self._active.values()] + [t.cost for t in self._queue]
         if not frames and not incoming:
             return 0.0
-        typical = self.planner.costs.typical_frames or (sum(frames) // len(frames) if frames else 1)
-        cost, steps = sum(frames) // len(frames) if frames else typical, self.planner.seed_steps
-        load = self._ahead(cost, steps)
-        for _ in range(incoming):
-            if load.queued == 0 and self.planner.fits(load, typical) and self.planner.joins(load, typical, steps, True):
-                load = Load([*load.active, typical], [*load.left, steps], 0,
-                            [*(load.first or [False] * len(load.active)), True])
-            else:
-                load = dataclasses.replace(load, queued=load.queued + 1)
+        average = sum(frames) // len(frames) if frames else 0
+        typical = self.planner.costs.typical_frames or (average if frames else 1)
+        cost, steps = average if frames else typical, self.planner.seed_steps
+        load = self.planner.arrived(self._ahead(cost, steps), typical, steps, incoming)
         return self.planner.backlog(load, cost, steps)
 
     def _admission_margin(self) -> float:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Hashable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol, TypeVar
 
 from batching import policy
@@ -249,7 +249,7 @@ class StepPlanner:
         """Seconds until a newcomer (a first chunk) takes its first step: none when it would join at once;
         else until the next slot frees, plus the queue ahead drained at the planned concurrency."""
         steps = steps or self.seed_steps
-        if load.queued == 0 and self.fits(load, frames) and self.joins(load, frames, steps, True):
+        if self.joins_at_once(load, frames, steps):
             return 0.0
         longest = max([*load.active, frames])
         slot = min(load.left, default=0) * self.round_seconds(load.active)
@@ -258,6 +258,22 @@ class StepPlanner:
             return steps * self.step_seconds(size, padded)
 
         return slot + policy.drain_seconds(load.queued, longest, per_item, self.limits)
+
+    def joins_at_once(self, load: Load, frames: int, steps: int) -> bool:
+        """A newcomer (a first chunk) takes a slot at the next step: none queued ahead of it, room for it
+        (``fits``), and the join rule (``joins``) says so."""
+        return load.queued == 0 and self.fits(load, frames) and self.joins(load, frames, steps, True)
+
+    def arrived(self, load: Load, frames: int, steps: int, count: int) -> Load:
+        """``load`` once ``count`` newcomers of ``frames`` × ``steps`` have arrived: each joins the active
+        items where it would (``joins_at_once``), else queues."""
+        for _ in range(count):
+            if self.joins_at_once(load, frames, steps):
+                load = Load([*load.active, frames], [*load.left, steps], 0,
+                            [*(load.first or [False] * len(load.active)), True])
+            else:
+                load = replace(load, queued=load.queued + 1)
+        return load
 
     def first_audio(self, load: Load, frames: int, steps: int) -> tuple[float, float]:
         """(backlog, predicted seconds to the newcomer's result)."""
