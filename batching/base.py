@@ -35,9 +35,16 @@ class Entry:
     (its first chunk is queued, or it ends without one). An entry dropped unclosed stops counting when it
     is collected."""
 
-    def __init__(self, entries: weakref.WeakSet[Entry]) -> None:
+    def __init__(self, entries: weakref.WeakSet[Entry], ahead_s: float = 0.0, on_time: bool = True) -> None:
         self._entries = entries
         entries.add(self)
+        self.ahead_s = ahead_s
+        """Predicted seconds of work ahead of this newcomer when it was let in."""
+        self.on_time = on_time
+        """Whether its first audio can still meet the first-audio deadline (``first_audio_s``): the work
+        ahead is shorter. When it cannot, a short first chunk buys the listener nothing and costs the
+        model an extra pass (with its reference) that every request behind waits for, so front ends
+        cut no short first chunk then."""
 
     def close(self) -> None:
         """Idempotent."""
@@ -137,14 +144,14 @@ class BatcherBase(Generic[ItemT, OutT]):
         ends call it before they prepare a request's text, so that a refusal under overload costs almost
         nothing. The work ahead counts the newcomers let in before and still preparing their text: the
         requests of a burst are all checked before the first of them is queued. The ``Entry`` returned
-        is closed when the newcomer's first chunk is queued or it ends without one. ``submit`` still
-        decides with the item's own cost."""
+        is closed when the newcomer's first chunk is queued or it ends without one, and says how much
+        work was ahead of it (``Entry.on_time``). ``submit`` still decides with the item's own cost."""
+        backlog = self.backlog_seconds(self.incoming)
         if self.config.admission:
-            backlog = self.backlog_seconds(self.incoming)
             self._fairly(lambda promised: policy.within_budget(
                 backlog + promised, backlog + promised, self.config.admission_ttfa_s, self.observer,
                 self._admission_margin()), 0.0, final=False)
-        return Entry(self._entries)
+        return Entry(self._entries, backlog, on_time=backlog < self.config.first_audio_s)
 
     def _admission_margin(self) -> float:
         raise NotImplementedError

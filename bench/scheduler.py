@@ -91,30 +91,38 @@ class Workload:
     nfe: int
     seconds: Callable[[SynthesisItem], float]
     """Audio seconds of an item, known before it runs (its playback deadline's arithmetic)."""
+    whole: list[list[str]] | None = None
+    """Each text chunked without a short first chunk (a newcomer whose first audio is late anyway,
+    ``batching.Entry.on_time``); None: ``texts`` always."""
 
     def pick(self, rng: random.Random) -> int:
         return rng.choices(range(len(self.texts)), weights=self.weights)[0]
 
-    def items(self, index: int, seed: int) -> list[SynthesisItem]:
-        chunks = self.texts[index]
+    def items(self, index: int, seed: int, short_first: bool = True) -> list[SynthesisItem]:
+        chunks = self.texts[index] if short_first or self.whole is None else self.whole[index]
         return [SynthesisItem(c, self.voice, nfe_steps=self.nfe, seed=seed + n) for n, c in enumerate(chunks)]
 
 
-async def stream(batcher: Batcher, items: list[SynthesisItem], arrival: float, first_audio_s: float = 1.0,
-                 seconds: Callable[[SynthesisItem], float] | None = None) -> Sample:
-    """One request as ``server.core.stream.Stream`` runs it: each chunk submitted with its playback
-    deadline (``batching.playback``), moved as earlier chunks arrive; a refused first chunk fails the
-    request; a later chunk waits for its predecessor to start (it is never refused)."""
+async def stream(batcher: Batcher, work: Workload, index: int, seed: int, arrival: float) -> Sample:
+    """One request as ``server.core.service`` and ``server.core.stream.Stream`` run it: admission's early
+    check (``refuse_early``), which also says whether the first chunk is cut short; each chunk submitted
+    with its playback deadline (``batching.playback``), moved as earlier chunks arrive; a refused first
+    chunk fails the request; a later chunk waits for its predecessor to start (it is never refused)."""
     loop = asyncio.get_running_loop()
-    clock = Playback(first_audio_s)
+    clock = Playback(batcher.config.first_audio_s)
     tickets: list[Ticket[SynthesisItem]] = []
     done: dict[int, float] = {}
     try:
-        for n, item in enumerate(items):
+        entry = batcher.refuse_early()
+    except QueueFullError as exc:
+        return Sample(arrival, False, retry_after_s=exc.retry_after_ms / 1000)
+    try:
+        for n, item in enumerate(work.items(index, seed, short_first=entry.on_time)):
             if tickets:
                 await tickets[-1].started.wait()
-            length = seconds(item) if seconds is not None else 0.0
+            length = work.seconds(item)
             _, deadline = clock.submit(loop.time(), length)
+            entry.close()
             try:
                 tickets.append(batcher.submit(item, first=n == 0, deadline=deadline))
             except QueueFullError as exc:
@@ -123,6 +131,8 @@ async def stream(batcher: Batcher, items: list[SynthesisItem], arrival: float, f
         waves = await asyncio.gather(*(t.future for t in tickets))
     except Exception:  # a timeout or any failure is a failed request, like on the server
         return Sample(arrival, False)
+    finally:
+        entry.close()
     finished = [done[n] for n in range(len(waves))]
     return Sample(arrival, True, finished[0] - arrival, time.perf_counter() - arrival,
                   stall_s=stall([len(w) / SAMPLE_RATE for w in waves], finished))
@@ -158,7 +168,7 @@ async def open_loop(batcher: Batcher, work: Workload, plan: list[tuple[float, in
     for n, (at, index) in enumerate(plan):
         await asyncio.sleep(max(0.0, started + at - loop.time()))
         arrival = time.perf_counter()
-        tasks.append(asyncio.create_task(stream(batcher, work.items(index, 1000 * n), arrival, seconds=work.seconds)))
+        tasks.append(asyncio.create_task(stream(batcher, work, index, 1000 * n, arrival)))
     return list(await asyncio.gather(*tasks))
 
 
@@ -172,8 +182,8 @@ async def closed_loop(batcher: Batcher, work: Workload,
 
     async def client(c: int) -> None:
         for r in range(args.closed_requests):
-            items, arrival = work.items(work.pick(rng), 100 * c + r), time.perf_counter()
-            while (sample := await stream(batcher, items, arrival, seconds=work.seconds)).retry_after_s is not None:
+            index, arrival = work.pick(rng), time.perf_counter()
+            while (sample := await stream(batcher, work, index, 100 * c + r, arrival)).retry_after_s is not None:
                 refusals.append(sample.retry_after_s)  # a real client retries when told to
                 await asyncio.sleep(sample.retry_after_s)
             samples.append(sample)
@@ -250,7 +260,7 @@ async def bench_voice(engine: Engine, voice: Voice, args: argparse.Namespace,
                       thread: ThreadPoolExecutor) -> dict[str, Any]:
     limit = engine.chunk_limit(voice)
     work = Workload(voice, [chunk_text(t, limit) for _, t in TEXT_MIX], [w for w, _ in TEXT_MIX], args.nfe_steps,
-                    engine.audio_seconds)
+                    engine.audio_seconds, [chunk_text(t, limit, first_max_bytes=limit) for _, t in TEXT_MIX])
     logs = {name: SizeLog() for name in policies(args)}
     batchers, timings = await make_batchers(engine, voice, args, thread, logs)
     report: dict[str, Any] = {"voice_s": round(voice.seconds, 2), "warmup": [list(t) for t in timings], "closed": {}}
@@ -302,8 +312,7 @@ async def burst_phase(batchers: dict[str, Batcher], logs: dict[str, SizeLog], wo
     row: dict[str, Any] = {"requests": args.burst}
     for name, batcher in batchers.items():
         started = time.perf_counter()
-        samples = await asyncio.gather(*(stream(batcher, work.items(i, 1000 * n), started, seconds=work.seconds)
-                                         for n, i in enumerate(picks)))
+        samples = await asyncio.gather(*(stream(batcher, work, i, 1000 * n, started) for n, i in enumerate(picks)))
         row[name] = summary(list(samples), time.perf_counter() - started) | logs[name].take()
     print(json.dumps({"saturation": row}), file=sys.stderr)
     return row

@@ -89,6 +89,10 @@ class RoundStats:
     audio_s_per_s: float
     foreign_cores: float
     """CPU cores busy with other processes during this segment (another bench on the machine)."""
+    model_busy: float | None = None
+    """Share of the round our model spent running batches (``tts_batch_seconds`` over the wall time); None
+    for upstream, which exports no metrics. Below 1 under a closed loop that keeps work queued: the model
+    idled while clients waited (for a retry hint, or on the wire)."""
 
 
 # -- upstream's server on the tiny model ------------------------------------------------------------------
@@ -240,9 +244,21 @@ async def closed_loop(system: str, port: int, args: argparse.Namespace) -> tuple
     return [s for session in results for s in session], time.perf_counter() - t0
 
 
+async def model_seconds(port: int) -> float:
+    """Seconds our server's model has spent running batches so far (``tts_batch_seconds_sum``)."""
+    import aiohttp
+    from prometheus_client.parser import text_string_to_metric_families
+
+    async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{port}/metrics") as response:
+        text = await response.text()
+    return sum(sample.value for family in text_string_to_metric_families(text)
+               for sample in family.samples if sample.name == "tts_batch_seconds_sum")
+
+
 # -- statistics -------------------------------------------------------------------------------------------
 
-def round_stats(system: str, index: int, samples: list[Sample | None], wall_s: float, foreign: float) -> RoundStats:
+def round_stats(system: str, index: int, samples: list[Sample | None], wall_s: float, foreign: float,
+                busy_s: float | None = None) -> RoundStats:
     ok = [s for s in samples if s is not None]
     audio_s = sum(s.samples for s in ok) / 24_000
     lat = [s.latency_s for s in ok]
@@ -255,6 +271,7 @@ def round_stats(system: str, index: int, samples: list[Sample | None], wall_s: f
         ttfa_p50_s=percentile(ttfa, 50), ttfa_p95_s=percentile(ttfa, 95),
         audio_s_per_request=round(audio_s / len(ok), 3) if ok else 0.0,
         audio_s_per_s=round(audio_s / wall_s, 3), foreign_cores=round(foreign, 3),
+        model_busy=None if busy_s is None else round(busy_s / wall_s, 3),
     )
 
 
@@ -265,7 +282,7 @@ def summarise(rounds: list[RoundStats], systems: list[str]) -> dict[str, Any]:
         mine = [r for r in rounds if r.system == system]
         figures: dict[str, Any] = {}
         for key in ("requests_per_s", "audio_s_per_s", "latency_p50_s", "latency_p95_s", "ttfa_p50_s",
-                    "ttfa_p95_s"):
+                    "ttfa_p95_s", "model_busy"):
             values = [v for r in mine if (v := getattr(r, key)) is not None]
             if values:
                 figures[key] = {"median": round(statistics.median(values), 4),
@@ -384,13 +401,16 @@ async def measure(args: argparse.Namespace, procs: dict[str, tuple[subprocess.Po
         for system, (_, port) in procs.items():
             await wait_until_idle(args.max_foreign, args.max_load_wait_s)
             meter = ForeignCpu([p.pid for p, _ in procs.values()])
+            busy0 = None if system == "upstream" else await model_seconds(port)
             samples, wall = await closed_loop(system, port, args)
-            stats = round_stats(system, index, samples, wall, meter.cores())
+            busy = None if busy0 is None else await model_seconds(port) - busy0
+            stats = round_stats(system, index, samples, wall, meter.cores(), busy)
             rounds.append(stats)
             print(f"round {index} {system:12s} {stats.requests_per_s:.3f} req/s  p50 {stats.latency_p50_s} s"
                   f"  p95 {stats.latency_p95_s} s  ttfa p50 {stats.ttfa_p50_s} s  errors {stats.errors}"
                   f"  refused then retried {stats.refusals}"
-                  f"  foreign cpu {stats.foreign_cores:.2f} cores", flush=True)
+                  f"  foreign cpu {stats.foreign_cores:.2f} cores"
+                  + ("" if stats.model_busy is None else f"  model busy {stats.model_busy:.0%}"), flush=True)
     return rounds
 
 

@@ -81,6 +81,10 @@ class Metrics:
                               "before them had played out (silence the listener heard)", ["transport"], registry=r)
         self.stall_seconds = Counter("tts_stream_stall_seconds", "Seconds of silence listeners heard inside "
                                      "streams, waiting for a later chunk", ["transport"], registry=r)
+        self.long_first_chunks = Counter(
+            "tts_long_first_chunks", "Requests whose first chunk was not cut short: the work ahead already made "
+            "their first audio later than --first-audio-s, and a short first chunk would cost an extra pass",
+            registry=r)
         self.build_info = Info("tts_build", "Model, device, dtype and version", registry=r)
         self.gpu_memory_allocated = Gauge("tts_gpu_memory_allocated_bytes", "torch.cuda.memory_allocated",
                                           registry=r)
@@ -143,6 +147,10 @@ class Metrics:
         """A later chunk reached its listener ``silence_s`` after the audio before it ran out."""
         self.stalls.labels(transport).inc()
         self.stall_seconds.labels(transport).inc(silence_s)
+
+    def long_first_chunk(self) -> None:
+        """A request's first chunk was not cut short (``batching.Entry.on_time`` was false)."""
+        self.long_first_chunks.inc()
 
     # -- BatchObserver --------------------------------------------------------------------------------
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import threading
 import time
 from types import SimpleNamespace
 from typing import Any
@@ -20,7 +21,7 @@ from batching.playback import Playback
 from batching.queue import Ticket
 from server.core.settings import Settings
 from server.core.stream import Stream
-from tests.conftest import LiveServer
+from tests.conftest import LiveServer, wait_until
 from tests.fakes import until_steps
 
 LONG_TEXT = ("The first sentence is here to open the stream. A second one follows it, a little longer than the "
@@ -407,3 +408,46 @@ async def test_a_ready_chunk_moves_the_next_ones_deadline_before_the_next_decisi
     deadline, _ = decided[min(decided)]
     at, seconds = ready[0]
     assert at + seconds <= deadline <= at + seconds + 0.05, (ready, decided)
+
+
+TWO_SENTENCES = "I found three flights that match. The earliest leaves at seven fifteen and arrives at ten."
+
+
+async def ws_chunks(session: aiohttp.ClientSession, url: str, text: str) -> int:
+    """Synthesise ``text`` on its own socket; the chunks its ``audio_end`` reports."""
+    async with session.ws_connect(url) as ws:
+        await ws.send_str(orjson.dumps({"type": "synthesize", "id": "c", "text": text}).decode())
+        async for message in ws:
+            if message.type == aiohttp.WSMsgType.TEXT:
+                event = orjson.loads(message.data)
+                if event["type"] == "audio_end":
+                    return int(event["chunks"])
+                assert event["type"] != "error", event
+    raise AssertionError("the stream ended without audio_end")
+
+
+async def test_a_newcomer_whose_first_audio_is_late_anyway_gets_no_short_first_chunk(  # type: ignore[no-untyped-def]
+        start_server, test_settings: Settings) -> None:
+    """Two sentences are two chunks on an idle server (a short first chunk: first audio sooner). With more
+    work ahead than the first-audio deadline, the first audio is late whatever the first chunk is, and a
+    short one would only cost the model an extra pass: the same text is one chunk, and it is counted."""
+    live: LiveServer = await start_server(test_settings.replace(first_audio_s=1.0))
+    batcher = live.state.runtime.batcher
+    gate = threading.Event()
+    async with aiohttp.ClientSession() as session:
+        assert await ws_chunks(session, live.ws_url, TWO_SENTENCES) == 2
+        assert live.metric("tts_long_first_chunks_total") == 0
+        # Priced at 5 s a chunk until a batch says otherwise (the next one ends only after the second request)
+        batcher.seed_costs([(n, frames, 5.0 * n) for n in (1, 2, 4) for frames in (300, 600, 1200)])
+        blocker = asyncio.ensure_future(batcher.call_in_worker(gate.wait))  # the model thread is held
+        ahead = asyncio.ensure_future(ws_chunks(session, live.ws_url, "Hello there."))
+        try:
+            await wait_until(lambda: batcher.backlog_seconds() > 4.0)  # its chunk started (5 s), behind the gate
+            late = asyncio.ensure_future(ws_chunks(session, live.ws_url, TWO_SENTENCES))
+            await wait_until(lambda: live.metric("tts_long_first_chunks_total") > 0)
+        finally:
+            gate.set()
+        assert await late == 1 and await ahead == 1
+        await blocker
+        assert live.metric("tts_long_first_chunks_total") == 1
+        assert await ws_chunks(session, live.ws_url, TWO_SENTENCES) == 2  # idle again: short first chunk

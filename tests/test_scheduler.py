@@ -410,6 +410,10 @@ async def test_refuse_early_counts_the_newcomers_let_in_before_their_text_is_rea
             entries.append(batcher.refuse_early())
     assert 1 <= len(entries) < 50 and batcher.incoming == len(entries)
     assert refused.value.retry_after_ms > 0 and batcher.observer.rejections == ["over_budget"]
+    # Each says the work that was ahead of it; past the first-audio deadline, no short first chunk.
+    ahead = [entry.ahead_s for entry in entries]
+    assert ahead[0] == 0.0 and ahead == sorted(ahead) and ahead[-1] >= batcher.config.first_audio_s, ahead
+    assert [entry.on_time for entry in entries] == [a < batcher.config.first_audio_s for a in ahead]
     entries[0].close()
     entries[0].close()  # idempotent
     assert batcher.incoming == len(entries) - 1

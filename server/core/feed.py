@@ -22,7 +22,7 @@ from text.chunking import FIRST_CHUNK_BYTES, SENTENCE_END, take_chunk
 
 
 class TextFeed:
-    def __init__(self, max_chunk_bytes: int, first_chunk_bytes: int = FIRST_CHUNK_BYTES,
+    def __init__(self, max_chunk_bytes: int, first_chunk_bytes: int | None = FIRST_CHUNK_BYTES,
                  front: PieceMaker | None = None, limit: ChunkLimit | None = None) -> None:
         self.max_chunk_bytes = max_chunk_bytes
         self.front = front or PieceMaker()
@@ -50,7 +50,7 @@ class TextFeed:
         """The feed of a request. Complete: all its pieces made now (``SSMLError`` on a bad document,
         ``TextTooLongError`` past the spoken budget). Incremental: its text so far, made into pieces
         chunk by chunk as the stream asks."""
-        feed = cls(limit(1.0), front=front, limit=limit)
+        feed = cls(limit(1.0), front.first_chunk_bytes, front=front, limit=limit)
         if final and is_ssml(text):
             feed._pieces.extend(front.document(text, limit))
             feed.end()
@@ -125,7 +125,7 @@ class TextFeed:
     def _cut(self) -> str | None:
         if not self._ready.strip():
             return None
-        limit = self.first_chunk_bytes if self.chunks_given == 0 else self.max_chunk_bytes
+        limit = (self.first_chunk_bytes or self.max_chunk_bytes) if self.chunks_given == 0 else self.max_chunk_bytes
         chunk, self._ready = take_chunk(self._ready, self.max_chunk_bytes, first_max_bytes=limit)
         self.chunks_given += 1
         return chunk

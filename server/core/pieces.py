@@ -70,6 +70,9 @@ class PieceMaker:
     silence_left_s: float = MAX_SILENCE_S
     max_spoken_chars: int | None = None
     """Characters all chunks of the request may hold once normalised; None: no limit."""
+    first_chunk_bytes: int | None = FIRST_CHUNK_BYTES
+    """The short first chunk's budget (time to first audio grows with it); None: the first chunk is as
+    long as any other (a stream whose first audio is late anyway, ``batching.Entry.on_time``)."""
     spoken_chars: int = 0
     """Characters in the chunks made so far."""
 
@@ -80,12 +83,12 @@ class PieceMaker:
     def plain(self, text: str, limit: ChunkLimit, first: bool = False, check: bool = True) -> list[Piece]:
         """One chunk of plain text, cut from the request as given: normalised, pause markers honoured.
         Cutting before normalising keeps each chunk's text as given exact, and rules see whole sentences.
-        ``first``: the stream's first chunk, held to the short first-chunk budget again after normalising
+        ``first``: the stream's first chunk, held to the first-chunk budget again after normalising
         ("$3.50 at 10:30" grows threefold), since time to first audio grows with it. ``check=False``
         leaves the spoken budget to a later ``check_budget`` (to name the whole text's length)."""
         if not _MARKER.search(text):
             spoken = normalize(text, self.lang, self.options) if self.normalize else text
-            pieces = self._split(Speech(spoken, text), limit, FIRST_CHUNK_BYTES if first else None)
+            pieces = self._split(Speech(spoken, text), limit, self.first_chunk_bytes if first else None)
         else:
             parsed = parse_plain(text, self.max_break_s, self.lang, self.options)
             self._warn(parsed.warnings)
@@ -98,7 +101,7 @@ class PieceMaker:
         """A whole SSML document (raises ``SSMLError``, a bad_request); its speech cut into chunks."""
         parsed = parse_ssml_document(text, self.max_break_s, self.lang, self.options)
         self._warn(parsed.warnings)
-        pieces = self._pieces(parsed.segments, limit, first_bytes=FIRST_CHUNK_BYTES)
+        pieces = self._pieces(parsed.segments, limit, first_bytes=self.first_chunk_bytes)
         self.check_budget()
         return pieces
 

@@ -19,6 +19,7 @@ from server.core.pieces import PieceMaker, chunk_speed, is_ssml
 from server.core.request import StreamRequest
 from server.core.settings import Settings
 from server.core.stream import Sink, Stream
+from text.chunking import FIRST_CHUNK_BYTES
 from text.errors import InvalidTextError
 from text.ssml import SSMLError
 
@@ -118,9 +119,13 @@ class Service:
             raise ServiceError("bad_request", "text is empty", param="input")
         # Under overload, refused before its text is prepared: a refusal costs ~nothing. Let in, it counts
         # as work ahead of the next newcomers until its first chunk is queued (the stream closes the entry).
+        # When that work already makes its first audio late, its first chunk is not cut short.
         entry = runtime.batcher.refuse_early() if request.final else None
+        short_first = entry is None or entry.on_time
+        if not short_first:
+            self.metrics.long_first_chunk()
         try:
-            feed = self._feed(request, voice, params)
+            feed = self._feed(request, voice, params, short_first)
             if request.final and not feed.has_silence:  # a document of pauses only is fine: it is its silence
                 self._check_speakable(SynthesisItem.of(feed.spoken, voice, params))
             return Stream(request.id, number, voice, params, feed, runtime, sink, self.metrics,
@@ -130,15 +135,17 @@ class Service:
                 entry.close()
             raise
 
-    def _feed(self, request: StreamRequest, voice: Voice, params: SynthesisParams) -> TextFeed:
-        """Text → pieces (normalisation, SSML, pauses); SSML errors are bad_request (text.ssml)."""
+    def _feed(self, request: StreamRequest, voice: Voice, params: SynthesisParams, short_first: bool) -> TextFeed:
+        """Text → pieces (normalisation, SSML, pauses); SSML errors are bad_request (text.ssml).
+        ``short_first``: cut a short first chunk (``text.chunking.FIRST_CHUNK_BYTES``)."""
         if not request.final and is_ssml(request.text):
             raise ServiceError("bad_request", "SSML needs the whole document at once (final: true)", param="input")
         if len(request.lang) > 16:
             raise ServiceError("bad_request", "lang must be a language code like 'en' or 'zh'", param="lang")
         engine = self.runtime.engine
         front = PieceMaker(normalize=request.normalize, lang=request.lang,
-                           max_spoken_chars=self.settings.spoken_chars_limit)
+                           max_spoken_chars=self.settings.spoken_chars_limit,
+                           first_chunk_bytes=FIRST_CHUNK_BYTES if short_first else None)
         try:
             return TextFeed.open(request.text, request.final,
                                  lambda rate: engine.chunk_limit(voice, chunk_speed(params.speed, rate)), front)
