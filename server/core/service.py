@@ -122,12 +122,12 @@ class Service:
         # When that work already makes its first audio late, its first chunk is not cut short.
         entry = runtime.batcher.refuse_early() if request.final else None
         short_first = entry is None or entry.on_time
-        if not short_first:
-            self.metrics.long_first_chunk()
         try:
             feed = self._feed(request, voice, params, short_first)
             if request.final and not feed.has_silence:  # a document of pauses only is fine: it is its silence
                 self._check_speakable(SynthesisItem.of(feed.spoken, voice, params))
+            if not short_first:
+                self.metrics.long_first_chunk()
             return Stream(request.id, number, voice, params, feed, runtime, sink, self.metrics,
                           transport=transport, marks=request.marks, entry=entry)
         except BaseException:
