@@ -18,17 +18,16 @@ import time
 from collections import deque
 
 from server.core.pieces import Chunk, ChunkLimit, Piece, PieceMaker, Silence, is_ssml
-from text.chunking import FIRST_CHUNK_BYTES, SENTENCE_END, take_chunk
+from text.chunking import SENTENCE_END, take_chunk
 
 
 class TextFeed:
-    def __init__(self, max_chunk_bytes: int, first_chunk_bytes: int | None = FIRST_CHUNK_BYTES,
-                 front: PieceMaker | None = None, limit: ChunkLimit | None = None) -> None:
+    def __init__(self, max_chunk_bytes: int, front: PieceMaker | None = None,
+                 limit: ChunkLimit | None = None) -> None:
         self.max_chunk_bytes = max_chunk_bytes
         self.front = front or PieceMaker()
         self.limit: ChunkLimit = limit or (lambda rate: max_chunk_bytes)
         self._pieces: deque[Piece] = deque()
-        self.first_chunk_bytes = first_chunk_bytes
         self.total_chars = 0
         self.chunks_given = 0
         self._ready = ""  # text up to the last sentence boundary (or flush)
@@ -50,7 +49,7 @@ class TextFeed:
         """The feed of a request. Complete: all its pieces made now (``SSMLError`` on a bad document,
         ``TextTooLongError`` past the spoken budget). Incremental: its text so far, made into pieces
         chunk by chunk as the stream asks."""
-        feed = cls(limit(1.0), front.first_chunk_bytes, front=front, limit=limit)
+        feed = cls(limit(1.0), front=front, limit=limit)
         if final and is_ssml(text):
             feed._pieces.extend(front.document(text, limit))
             feed.end()
@@ -125,7 +124,8 @@ class TextFeed:
     def _cut(self) -> str | None:
         if not self._ready.strip():
             return None
-        limit = (self.first_chunk_bytes or self.max_chunk_bytes) if self.chunks_given == 0 else self.max_chunk_bytes
+        first = self.front.first_chunk_bytes if self.chunks_given == 0 else None  # the front's budget for it
+        limit = first or self.max_chunk_bytes
         chunk, self._ready = take_chunk(self._ready, self.max_chunk_bytes, first_max_bytes=limit)
         self.chunks_given += 1
         return chunk
